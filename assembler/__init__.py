@@ -1,0 +1,18 @@
+"""assembler: a declarative graph-assembly language and compiler for transfer learning."""
+
+from __future__ import annotations
+
+from . import edits
+from .errors import CheckError, CheckpointError, DataError, Diagnostic, ParseError, SpecError
+from .graph import Checked
+from .ir import Spec
+from .parser import parse
+from .printer import format_spec as format
+from .resolve import check, expand, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckError", "Checked", "CheckpointError", "DataError", "Diagnostic", "ParseError", "Spec", "SpecError",
+    "check", "edits", "expand", "format", "load", "parse",
+]

@@ -1,0 +1,128 @@
+"""One error family for everything a user can get wrong, rendered as compilers do:
+
+    tailor.net:12:17: error: unknown op 'conv2'
+        c1 = x -> conv2(16, 3)
+                  ^^^^^
+    hint: did you mean 'conv'?
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One located message. `line`/`column` are 1-based; 0 means "the whole file"."""
+
+    message: str
+    filename: str = "<spec>"
+    line: int = 0
+    column: int = 0
+    width: int = 1  # how many characters the caret line underlines
+    hint: str | None = None
+    source: str | None = field(default=None, compare=False)  # the file's text, when known
+
+    def render(self) -> str:
+        where = self.filename
+        if self.line:
+            where += f":{self.line}:{self.column}"
+        out = [f"{where}: error: {self.message}"]
+        text = self._source_line()
+        if text is not None:
+            shown = text.rstrip("\r\n").expandtabs(1)
+            out.append("    " + shown)
+            width = max(1, min(self.width, len(shown) - self.column + 1))
+            out.append("    " + " " * (self.column - 1) + "^" * width)
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+    def _source_line(self) -> str | None:
+        if not self.line:
+            return None
+        source = self.source
+        if source is None:
+            try:
+                source = Path(self.filename).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return None
+        lines = source.splitlines()
+        return lines[self.line - 1] if 0 < self.line <= len(lines) else None
+
+
+class SpecError(Exception):
+    """An error in a spec, a data source, a checkpoint or a flag, located where it arose.
+
+    Holds one or more `Diagnostic`s (independent errors in one file are reported together).
+    The first one's place is exposed as `filename`, `line` and `column`.
+    """
+
+    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic]):
+        diags = [diagnostics] if isinstance(diagnostics, Diagnostic) else list(diagnostics)
+        if not diags:
+            raise ValueError("SpecError needs at least one diagnostic")
+        self.diagnostics = diags
+        super().__init__(self.render())
+
+    @classmethod
+    def at(cls, message: str, span=None, *, hint: str | None = None, width: int | None = None,
+           source: str | None = None) -> "SpecError":
+        return cls(diagnostic(message, span, hint=hint, width=width, source=source))
+
+    @property
+    def filename(self) -> str:
+        return self.diagnostics[0].filename
+
+    @property
+    def line(self) -> int:
+        return self.diagnostics[0].line
+
+    @property
+    def column(self) -> int:
+        return self.diagnostics[0].column
+
+    @property
+    def message(self) -> str:
+        return self.diagnostics[0].message
+
+    def render(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class ParseError(SpecError):
+    """The text is not in the language."""
+
+
+class CheckError(SpecError):
+    """The text parses but means nothing valid (names, shapes, arguments, settings)."""
+
+
+class DataError(SpecError):
+    """A data source cannot be read or does not fit the network."""
+
+
+class CheckpointError(SpecError):
+    """A checkpoint directory is missing, corrupted or does not match its spec."""
+
+
+def diagnostic(message: str, span=None, *, hint: str | None = None, width: int | None = None,
+               source: str | None = None) -> Diagnostic:
+    """A diagnostic at an `ir.Span` (or None: no place known)."""
+    if span is None:
+        return Diagnostic(message, hint=hint, source=source)
+    if width is None:
+        width = span.end_column - span.column if span.end_line == span.line else 1
+    return Diagnostic(message, span.file, span.line, span.column, max(1, width), hint, source)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """A 'did you mean' hint for a misspelt name, or None."""
+    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

@@ -1,0 +1,488 @@
+"""Text -> syntax IR. The grammar is loaded once (LALR, positions on); Lark's errors are
+translated into `ParseError`s at this boundary, in words a user knows."""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import lru_cache
+from importlib import resources
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ir
+from .errors import CheckError, Diagnostic, ParseError, SpecError
+
+KEYWORDS = frozenset(
+    "use as block shared frozen trainable adapter network match train skips return in true false".split()
+)
+
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
+
+
+class _Continuations:
+    """Post-lexer: newlines inside brackets do not end a statement; runs of newlines are one.
+
+    (A newline before `->` never reaches here: the `_ARROW` terminal swallows it.)"""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        last_nl = True  # drop newlines at the start of the file
+        for tok in stream:
+            kind = tok.type
+            if kind == "_NL":
+                if depth or last_nl:
+                    continue
+                last_nl = True
+            else:
+                last_nl = False
+                if kind in ("LPAR", "LSQB"):
+                    depth += 1
+                elif kind in ("RPAR", "RSQB") and depth:
+                    depth -= 1
+            yield tok
+
+
+_COMMENT_IN_ARROW = re.compile(r"#[^\r\n]*")
+
+
+@lru_cache(maxsize=None)
+def _grammar_text() -> str:
+    return resources.files("assembler.grammar").joinpath("net.lark").read_text(encoding="utf-8")
+
+
+class _Collector:
+    """Collects comments while lexing, for the formatter."""
+
+    def __init__(self) -> None:
+        self.comments: list[ir.Comment] = []
+
+    def comment(self, tok: Token) -> Token:
+        self.comments.append(ir.Comment(line=tok.line, column=tok.column, text=tok.value.rstrip()))
+        return tok
+
+    def arrow(self, tok: Token) -> Token:
+        # `_ARROW` may span lines (a chain continued before `->`), comments included.
+        if "#" in tok.value:
+            line, col = tok.line, tok.column
+            for piece in re.split(r"(\r?\n)", tok.value):
+                if piece.endswith("\n"):
+                    line, col = line + 1, 1
+                    continue
+                m = _COMMENT_IN_ARROW.search(piece)
+                if m:
+                    self.comments.append(ir.Comment(line=line, column=col + m.start(), text=m.group().rstrip()))
+                col += len(piece)
+        return tok
+
+
+_collector = _Collector()
+
+
+@lru_cache(maxsize=None)
+def _lark() -> Lark:
+    return Lark(
+        _grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_Continuations(),
+        lexer_callbacks={"COMMENT": _collector.comment, "_ARROW": _collector.arrow},
+        cache=False,
+    )
+
+
+def parse(text: str, filename: str = "<spec>") -> ir.Spec:
+    """Parse spec text into the syntax IR. Raises `ParseError` (or `CheckError` for literal
+    values that cannot be right, such as a shape with a zero)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    _collector.comments = []
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as e:
+        raise _translate(e, text, filename) from None
+    comments = tuple(_collector.comments)
+    try:
+        spec = _ToIR(filename, text).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, SpecError):
+            raise e.orig_exc from None
+        raise
+    return spec.model_copy(update={"comments": comments, "text": text})
+
+
+def parse_fragment(text: str, rule: str = "chain", filename: str = "<fragment>"):
+    """Parse a chain (`"conv(8, 3) -> relu"`) or a pipe, as the edit API takes them."""
+    wrapper = {"chain": "network _f() {{\n_f = {}\n}}", "pipe": "block _f = {}"}[rule]
+    text = wrapper.format(text)
+    spec = parse(text, filename)
+    item = spec.items[0]
+    return item.body[0].chain if rule == "chain" else item.pipe
+
+
+# ---------------------------------------------------------------------------------------------
+# Lark exceptions -> ParseError
+
+
+_WORDS = {
+    "_NL": "the end of the line",
+    "$END": "the end of the file",
+    "_ARROW": "'->'",
+    "NAME": "a name",
+    "STRING": "a string",
+    "SIGNED_NUMBER": "a number",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "DOT": "'.'",
+    "STAR": "'*'",
+    "MODIFIER": "'frozen', 'trainable' or 'adapter'",
+    "ELEMENT_MOD": "'frozen' or 'trainable'",
+    "FROZEN": "'frozen'",
+}
+
+
+def _word(terminal: str) -> str:
+    if terminal in _WORDS:
+        return _WORDS[terminal]
+    if terminal.lower() in KEYWORDS:
+        return f"'{terminal.lower()}'"
+    if terminal == "__ANON_0" or terminal.startswith("__"):
+        return "'..'"
+    return terminal.lower()
+
+
+_ORDER = ["NAME", "SIGNED_NUMBER", "STRING", "LSQB", "LPAR", "_ARROW", "EQUAL", "COMMA", "COLON", "DOT", "RPAR", "RSQB", "LBRACE", "RBRACE", "_NL", "$END"]
+
+
+def _expected(terms) -> str:
+    terms = {t for t in terms if t not in ("WS", "COMMENT")}
+    if {"MODIFIER", "ELEMENT_MOD", "FROZEN"} & terms:
+        terms -= {"MODIFIER", "ELEMENT_MOD", "FROZEN"}
+    words = []
+    for t in sorted(terms, key=lambda t: (_ORDER.index(t) if t in _ORDER else len(_ORDER) - 2.5, t)):
+        w = _word(t)
+        if w not in words:
+            words.append(w)
+    if len(words) > 6:
+        words = words[:5] + ["..."]
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "_NL":
+        return "end of the line"
+    if tok.type == "$END":
+        return "end of the file"
+    if tok.type == "_ARROW":
+        return "'->'"
+    value = str(tok.value)
+    if tok.type == "NAME" or value in KEYWORDS:
+        return f"'{value}'"
+    return repr(value) if tok.type == "STRING" else f"'{value}'"
+
+
+def _translate(e: UnexpectedInput, text: str, filename: str) -> ParseError:
+    line, column = e.line, e.column
+    hint = None
+    width = 1
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        expected = set(e.accepts or e.expected) if hasattr(e, "accepts") else set(e.expected)
+        if tok.type == "$END":
+            line, column = _end_position(text)
+            msg = f"unexpected end of the file; expected {_expected(expected)}"
+            hint = _unclosed_hint(text)
+        elif tok.type == "_ARROW" and tok.value != "->":
+            # the arrow token started at a newline: point at the arrow itself
+            offset = tok.value.rindex("->")
+            before = tok.value[:offset]
+            line = tok.line + before.count("\n")
+            column = (len(before) - before.rfind("\n")) if "\n" in before else tok.column + offset
+            width = 2
+            msg = f"unexpected '->'; expected {_expected(expected)}"
+        else:
+            width = max(1, len(str(tok.value))) if tok.type != "_NL" else 1
+            msg = f"unexpected {_describe(tok)}; expected {_expected(expected)}"
+            if tok.type != "NAME" and str(tok.value) in KEYWORDS and "NAME" in expected:
+                msg = f"'{tok.value}' is a keyword and cannot be used as a name"
+                hint = "choose another name"
+            elif tok.type == "_NL" and any(t in expected for t in ("RPAR", "RSQB")):
+                hint = _unclosed_hint(text[: _offset(text, line, column)])
+    elif isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        msg = f"unexpected character {ch!r}"
+        if ch == '"':
+            msg = "unterminated string"
+            hint = "close the string with '\"' on the same line"
+        elif e.allowed:
+            msg += f"; expected {_expected(e.allowed)}"
+    elif isinstance(e, UnexpectedEOF):
+        line, column = _end_position(text)
+        msg = f"unexpected end of the file; expected {_expected(e.expected)}"
+    else:  # pragma: no cover - lark has no other kinds
+        msg = str(e)
+    return ParseError(Diagnostic(msg, filename, line, column, width, hint, text))
+
+
+def _offset(text: str, line: int, column: int) -> int:
+    lines = text.splitlines(keepends=True)
+    return sum(len(x) for x in lines[: line - 1]) + column - 1
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    lines = text.splitlines()
+    if not lines:
+        return 1, 1
+    return len(lines), len(lines[-1]) + 1
+
+
+def _unclosed_hint(text: str) -> str | None:
+    """Which bracket is still open at the end of `text` (strings and comments skipped)."""
+    stack: list[tuple[str, int, int]] = []
+    line, col = 1, 0
+    in_string = in_comment = False
+    pairs = {")": "(", "]": "[", "}": "{"}
+    prev = ""
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, in_comment, in_string = line + 1, 0, False, False
+        elif in_comment:
+            pass
+        elif in_string:
+            if ch == '"' and prev != "\\":
+                in_string = False
+        elif ch == "#":
+            in_comment = True
+        elif ch == '"':
+            in_string = True
+        elif ch in "([{":
+            stack.append((ch, line, col))
+        elif ch in ")]}" and stack and stack[-1][0] == pairs[ch]:
+            stack.pop()
+        prev = ch
+    if stack:
+        ch, l, c = stack[-1]
+        return f"the '{ch}' at line {l}, column {c} is never closed"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Parse tree -> IR
+
+
+def _unquote(s: str) -> str:
+    try:
+        return ast.literal_eval(s)
+    except (ValueError, SyntaxError):
+        return s[1:-1]
+
+
+@v_args(meta=True)
+class _ToIR(Transformer):
+    """One short method per grammar rule; an unhandled rule raises (no raw Tree in the IR)."""
+
+    def __init__(self, filename: str, text: str):
+        super().__init__()
+        self.filename = filename
+        self.text = text
+
+    def __default__(self, data, children, meta):  # pragma: no cover - grammar and IR agree
+        raise NotImplementedError(f"no IR for grammar rule {data!r}")
+
+    def _span(self, meta) -> ir.Span | None:
+        if getattr(meta, "empty", True):
+            return None
+        return ir.Span(file=self.filename, line=meta.line, column=meta.column,
+                       end_line=meta.end_line, end_column=meta.end_column)
+
+    def _tspan(self, tok: Token) -> ir.Span:
+        return ir.Span(file=self.filename, line=tok.line, column=tok.column,
+                       end_line=tok.end_line, end_column=tok.end_column)
+
+    def _error(self, message: str, span, hint: str | None = None) -> CheckError:
+        from .errors import diagnostic
+        return CheckError(diagnostic(message, span, hint=hint, source=self.text))
+
+    # top level
+    def start(self, meta, items):
+        return ir.Spec(items=tuple(items), filename=self.filename, span=self._span(meta))
+
+    def use(self, meta, c):
+        return ir.Use(path=_unquote(c[0]), alias=str(c[1]), span=self._span(meta))
+
+    def block_pipe(self, meta, c):
+        name, params, pipe = c
+        return ir.Block(name=str(name), params=params or (), pipe=pipe, has_parens=params is not None,
+                        span=self._span(meta))
+
+    def block_body(self, meta, c):
+        name, params, body = c
+        return ir.Block(name=str(name), params=params or (), body=body, has_parens=params is not None,
+                        span=self._span(meta))
+
+    def params(self, meta, c):
+        return tuple(p for p in c if p is not None)
+
+    def param(self, meta, c):
+        return ir.Param(name=str(c[0]), default=c[1], span=self._span(meta))
+
+    def shared(self, meta, c):
+        return ir.Shared(frozen=c[0] is not None, name=str(c[1]), pipe=c[2], span=self._span(meta))
+
+    def network(self, meta, c):
+        name, *inputs, body = c
+        return ir.Network(name=str(name), inputs=tuple(i for i in inputs if i is not None), body=body,
+                          span=self._span(meta))
+
+    def input(self, meta, c):
+        name, shape = c
+        dims = []
+        for item in shape.items:
+            if not (isinstance(item, ir.Number) and isinstance(item.value, int) and item.value > 0):
+                raise self._error("a shape is a list of positive whole numbers", item.span or shape.span,
+                                  hint="shapes leave out the batch dimension, e.g. [1, 8, 8]")
+            dims.append(item.value)
+        if not dims:
+            raise self._error("a shape needs at least one dimension", shape.span,
+                              hint="shapes leave out the batch dimension, e.g. [1, 8, 8]")
+        return ir.Input(name=str(name), shape=tuple(dims), span=self._span(meta))
+
+    def body(self, meta, c):
+        return tuple(c)
+
+    def binding(self, meta, c):
+        mod, name, chain = c
+        return ir.Binding(modifier=str(mod) if mod else None, name=str(name), chain=_as_chain(chain),
+                          span=self._span(meta))
+
+    def skips(self, meta, c):
+        args = c[-1] or ()
+        names = tuple(str(n) for n in c[:-1])
+        return ir.Skips(nodes=names, args=args, span=self._span(meta))
+
+    def return_(self, meta, c):
+        return ir.Return(names=tuple(str(n) for n in c), span=self._span(meta))
+
+    # chains and values
+    def chain(self, meta, c):
+        source, *elements = c
+        if not elements:
+            return source
+        if isinstance(source, ir.Chain) and source.source is not None:  # (a -> b) -> c
+            return ir.Chain(source=source.source, elements=source.elements + tuple(elements), span=self._span(meta))
+        return ir.Chain(source=source, elements=tuple(elements), span=self._span(meta))
+
+    def pipe(self, meta, c):
+        return ir.Chain(source=None, elements=tuple(c), span=self._span(meta))
+
+    def modifier(self, meta, c):
+        return str(c[0])
+
+    element_mod = modifier
+
+    def frozen(self, meta, c):
+        return True
+
+    def element(self, meta, c):
+        mod, target = c
+        return ir.Element(target=target, modifier=str(mod) if mod else None, span=self._span(meta))
+
+    def in_(self, meta, c):
+        return ir.In(span=self._span(meta))
+
+    def call(self, meta, c):
+        return ir.Call(ref=c[0], args=c[1], span=self._span(meta))
+
+    def call_args(self, meta, c):
+        return tuple(a for a in c if a is not None)
+
+    def arg(self, meta, c):
+        name, value = c
+        return ir.Arg(name=str(name) if name is not None else None, value=value, span=self._span(meta))
+
+    def ref(self, meta, c):
+        return ir.Ref(parts=tuple(str(t) for t in c), span=self._span(meta))
+
+    def range(self, meta, c):
+        return ir.Range(start=c[0], end=str(c[1]), span=self._span(meta))
+
+    def list(self, meta, c):
+        return ir.ListValue(items=tuple(x for x in c if x is not None), span=self._span(meta))
+
+    def number(self, meta, c):
+        text = str(c[0])
+        value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        return ir.Number(value=value, text=text, span=self._span(meta))
+
+    def string(self, meta, c):
+        return ir.String(value=_unquote(str(c[0])), span=self._span(meta))
+
+    def true(self, meta, c):
+        return ir.Bool(value=True, span=self._span(meta))
+
+    def false(self, meta, c):
+        return ir.Bool(value=False, span=self._span(meta))
+
+    # match and train
+    def match(self, meta, c):
+        pairs, weighting = c
+        if isinstance(pairs, tuple) and pairs and pairs[0] == "product":
+            return ir.Match(product=pairs[1], weighting=weighting, span=self._span(meta))
+        return ir.Match(pairs=pairs, weighting=weighting, span=self._span(meta))
+
+    def pairs(self, meta, c):
+        return tuple(c)
+
+    def product(self, meta, c):
+        sides = []
+        for lst in c:
+            refs = []
+            for item in lst.items:
+                if not isinstance(item, ir.Ref):
+                    raise self._error("a match list holds binding references such as src.c2", item.span)
+                refs.append(item)
+            if not refs:
+                raise self._error("a match list needs at least one binding", lst.span)
+            sides.append(tuple(refs))
+        return ("product", (sides[0], sides[1]))
+
+    def pair(self, meta, c):
+        return ir.Pair(source=c[0], target=c[1], span=self._span(meta))
+
+    def weighting(self, meta, c):
+        ref, args = c
+        return ref if args is None else ir.Call(ref=ref, args=args, span=self._span(meta))
+
+    def train(self, meta, c):
+        *names, settings = c
+        return ir.Train(networks=tuple(str(n) for n in names), settings=settings, span=self._span(meta))
+
+    def settings(self, meta, c):
+        return tuple(c)
+
+    def setting(self, meta, c):
+        return ir.Setting(key=str(c[0]), value=c[1], span=self._span(meta))
+
+
+
+
+def _as_chain(value) -> ir.Chain:
+    if isinstance(value, ir.Chain):
+        return value
+    return ir.Chain(source=value, elements=(), span=value.span)

@@ -1,0 +1,233 @@
+"""Syntax IR -> canonical text (`assembler fmt`). `parse(format(spec)) == spec` for every spec.
+
+Canonical form: four-space indents, one statement per line, `a -> b` with single spaces,
+`f(a, b=1)` with no space inside brackets, one blank line between top-level statements
+(consecutive one-line `use`, `block`, `shared` and `match` statements stay together), and at
+most one blank line kept where the source had some. Comments are kept: a comment on a
+statement's last line trails it, every other comment goes on its own line before the
+statement it precedes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from . import ir
+
+INDENT = "    "
+
+
+def format_spec(spec: ir.Spec) -> str:
+    """The canonical text of a spec, comments included."""
+    units = _units(spec)
+    _attach_comments(units, spec.comments)
+    comment_lines = {c.line for c in spec.comments}
+    out: list[str] = []
+    prev: _Unit | None = None
+    for u in units:
+        if prev is not None and _blank_between(prev, u, comment_lines):
+            out.append("")
+        for c in u.leading:
+            out.append(u.indent + c)
+        line = u.indent + u.text
+        if u.trailing:
+            line += "  " + "  ".join(u.trailing)
+        out.append(line)
+        prev = u
+    return "\n".join(out).rstrip("\n") + "\n" if out else ""
+
+
+@dataclass
+class _Unit:
+    """One printed line: a statement, a container's header or its closing brace."""
+
+    text: str
+    indent: str
+    start: int | None  # source lines this unit covers (None: built by hand or an edit)
+    end: int | None
+    top: bool  # a top-level statement or header
+    kind: str
+    leading: list[str] = field(default_factory=list)
+    trailing: list[str] = field(default_factory=list)
+
+
+def _lines(node) -> tuple[int | None, int | None]:
+    span = getattr(node, "span", None)
+    if span is None or not span.line:
+        return None, None
+    return span.line, span.end_line
+
+
+def _units(spec: ir.Spec) -> list[_Unit]:
+    units: list[_Unit] = []
+    for item in spec.items:
+        start, end = _lines(item)
+        kind = type(item).__name__
+        if isinstance(item, ir.Network) or isinstance(item, ir.Block) and item.body is not None \
+                or isinstance(item, ir.Train):
+            header = _header(item)
+            body = item.settings if isinstance(item, ir.Train) else item.body
+            first_body = next((s for s in body if _lines(s)[0] is not None), None)
+            head_end = start if start is not None else None
+            if first_body is not None and start is not None and _lines(first_body)[0] == start:
+                head_end = start
+            units.append(_Unit(header + " {", "", start, head_end, True, kind + ".open"))
+            for stmt in body:
+                s, e = _lines(stmt)
+                units.append(_Unit(_statement(stmt), INDENT, s, e, False, type(stmt).__name__))
+            units.append(_Unit("}", "", end, end, False, kind + ".close"))
+        else:
+            units.append(_Unit(_statement(item), "", start, end, True, kind))
+    return units
+
+
+def _attach_comments(units: list[_Unit], comments) -> None:
+    placed = [u for u in units if u.start is not None]
+    for c in sorted(comments, key=lambda c: (c.line, c.column)):
+        home = None
+        for u in placed:
+            if u.start <= c.line <= u.end:
+                home = u
+                break
+        if home is not None:
+            if c.line == home.end and home.start == home.end:
+                home.trailing.append(c.text)
+            elif c.line == home.end and home.kind.endswith(".close"):
+                home.trailing.append(c.text)
+            else:
+                home.leading.append(c.text)
+            continue
+        nxt = next((u for u in placed if u.start > c.line), None)
+        if nxt is None:
+            units.append(_Unit(c.text, "", c.line, c.line, True, "comment"))
+            placed.append(units[-1])
+        elif nxt.kind.endswith(".close"):
+            # a comment at the end of a body stays inside it
+            idx = units.index(nxt)
+            units.insert(idx, _Unit(c.text, INDENT, c.line, c.line, False, "comment"))
+            placed.insert(placed.index(nxt), units[idx])
+        else:
+            nxt.leading.append(c.text)
+
+
+def _blank_between(prev: _Unit, u: _Unit, comment_lines: set[int]) -> bool:
+    if u.kind.endswith(".close"):
+        return False
+    if prev.kind.endswith(".open"):
+        return False
+    if prev.end is not None and u.start is not None:
+        first = min([u.start] + [ln for ln in comment_lines if prev.end < ln < u.start])
+        gap = [ln for ln in range(prev.end + 1, first) if ln not in comment_lines]
+        if gap:
+            return True
+        if not (prev.top and u.top):
+            return False
+    if not u.top or not prev.top and not prev.kind.endswith(".close"):
+        return False
+    together = {"Use", "Match", "Shared", "Block", "comment"}
+    return not (prev.kind == u.kind and u.kind in together) and not (
+        prev.kind in ("Shared", "Block") and u.kind in ("Shared", "Block"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements
+
+
+def _header(item) -> str:
+    if isinstance(item, ir.Network):
+        inputs = ", ".join(f"{i.name}: [{', '.join(map(str, i.shape))}]" for i in item.inputs)
+        return f"network {item.name}({inputs})"
+    if isinstance(item, ir.Block):
+        return f"block {item.name}{_params(item)}"
+    return f"train {', '.join(item.networks)}"
+
+
+def _params(block: ir.Block) -> str:
+    if not block.params and not block.has_parens:
+        return ""
+    parts = [p.name if p.default is None else f"{p.name}={format_expr(p.default)}" for p in block.params]
+    return f"({', '.join(parts)})"
+
+
+def _statement(node) -> str:
+    if isinstance(node, ir.Use):
+        return f"use {_string(node.path)} as {node.alias}"
+    if isinstance(node, ir.Block):
+        return f"block {node.name}{_params(node)} = {format_expr(node.pipe)}"
+    if isinstance(node, ir.Shared):
+        return f"{'frozen ' if node.frozen else ''}shared {node.name} = {format_expr(node.pipe)}"
+    if isinstance(node, ir.Binding):
+        return f"{node.modifier + ' ' if node.modifier else ''}{node.name} = {format_expr(node.chain)}"
+    if isinstance(node, ir.Skips):
+        args = f" ({', '.join(_arg(a) for a in node.args)})" if node.args else ""
+        return f"skips {', '.join(node.nodes)}{args}"
+    if isinstance(node, ir.Return):
+        return f"return {', '.join(node.names)}"
+    if isinstance(node, ir.Match):
+        if node.product is not None:
+            left, right = node.product
+            pairs = f"[{', '.join(r.dotted for r in left)}] * [{', '.join(r.dotted for r in right)}]"
+        else:
+            pairs = ", ".join(f"{p.source.dotted} -> {p.target.dotted}" for p in node.pairs)
+        return f"match {pairs} : {format_expr(node.weighting)}"
+    if isinstance(node, ir.Setting):
+        return f"{node.key} = {format_expr(node.value)}"
+    raise TypeError(f"cannot print {type(node).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Expressions
+
+
+def format_expr(e) -> str:
+    """The canonical text of an expression, chain or pipe."""
+    if isinstance(e, ir.Chain):
+        parts = [] if e.source is None else [_source(e.source)]
+        parts += [_element(x) for x in e.elements]
+        return " -> ".join(parts)
+    if isinstance(e, ir.Number):
+        return e.text if e.text is not None else _number(e.value)
+    if isinstance(e, ir.String):
+        return _string(e.value)
+    if isinstance(e, ir.Bool):
+        return "true" if e.value else "false"
+    if isinstance(e, ir.ListValue):
+        return "[" + ", ".join(format_expr(x) for x in e.items) + "]"
+    if isinstance(e, (ir.Ref, ir.Range)):
+        return e.dotted
+    if isinstance(e, ir.In):
+        return "in"
+    if isinstance(e, ir.Call):
+        return f"{e.ref.dotted}({', '.join(_arg(a) for a in e.args)})"
+    if isinstance(e, ir.Element):
+        return _element(e)
+    raise TypeError(f"cannot print {type(e).__name__}")
+
+
+def _source(src) -> str:
+    if isinstance(src, ir.Chain) and src.elements:
+        return format_expr(src)  # (a -> b) -> c reads the same as a -> b -> c
+    return format_expr(src)
+
+
+def _element(el: ir.Element) -> str:
+    return f"{el.modifier + ' ' if el.modifier else ''}{format_expr(el.target)}"
+
+
+def _arg(a: ir.Arg) -> str:
+    return f"{a.name}={format_expr(a.value)}" if a.name else format_expr(a.value)
+
+
+def _number(v) -> str:
+    if isinstance(v, bool):
+        raise TypeError("a bool is not a number")
+    if isinstance(v, int):
+        return str(v)
+    text = repr(float(v))
+    return text if re.search(r"[.eEn]", text) else text + ".0"
+
+
+def _string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") \
+        .replace("\t", "\\t") + '"'

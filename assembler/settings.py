@@ -1,0 +1,378 @@
+"""`train` sections: the keys they take, and the registries of procedures, data sources,
+optimizers and schedules whose calls they hold. Each plug-in declares its parameters here,
+so `check` validates a section before any training code runs; implementations attach to the
+same names when they land (`Plugin.implementation`), and installed packages add more through
+the entry-point groups `assembler.procedures` and `assembler.data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from . import ir
+from .errors import Diagnostic, diagnostic, did_you_mean
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a plug-in. `kind` is one of: int, float, bool, str, network (a network
+    of this spec or an import), binding (of the trained network), shared (a shared module),
+    ints (a list of whole numbers), names (a list of shared modules)."""
+
+    name: str
+    kind: str
+    default: Any = ...
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is ...
+
+
+@dataclass
+class Plugin:
+    kind: str  # procedure, data, optimizer, schedule
+    name: str
+    params: tuple[Param, ...] = ()
+    doc: str = ""
+    positional: int = 0  # how many leading parameters may be given without a name
+    implementation: Any = None  # set by the module that implements it
+    loader: str | None = None  # "module:attr" imported on first use to attach the implementation
+
+    def resolve(self) -> Any:
+        if self.implementation is None and self.loader:
+            import importlib
+            module, _, attr = self.loader.partition(":")
+            self.implementation = getattr(importlib.import_module(module), attr)
+        return self.implementation
+
+
+REGISTRY: dict[str, dict[str, Plugin]] = {"procedure": {}, "data": {}, "optimizer": {}, "schedule": {}}
+_GROUPS = {"procedure": "assembler.procedures", "data": "assembler.data"}
+_loaded: set[str] = set()
+
+
+def register(plugin: Plugin) -> Plugin:
+    """Add a plug-in. Registering a name again attaches or replaces its implementation."""
+    table = REGISTRY[plugin.kind]
+    old = table.get(plugin.name)
+    if old is not None and not plugin.params and old.params:
+        old.implementation = plugin.implementation or old.implementation
+        return old
+    table[plugin.name] = plugin
+    return plugin
+
+
+def plugins(kind: str) -> dict[str, Plugin]:
+    """The registry of one kind, with installed packages' entries loaded on first use."""
+    if kind in _GROUPS and kind not in _loaded:
+        _loaded.add(kind)
+        for ep in entry_points(group=_GROUPS[kind]):
+            obj = ep.load()
+            if isinstance(obj, Plugin):
+                register(obj)
+    return REGISTRY[kind]
+
+
+def _positive(v):
+    return None if v > 0 else "must be positive"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must not be negative"
+
+
+def _fraction(v):
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def _one_of(*choices):
+    def check(v):
+        return None if v in choices else "must be " + " or ".join(f'"{c}"' for c in choices)
+    return check
+
+
+P = Param
+_PROCEDURES = [
+    Plugin("procedure", "finetune", (), "task loss only: the direct-learn baseline", loader="assembler.train.finetune:Finetune"),
+    Plugin("procedure", "distill", (
+        P("teacher", "network", doc="network whose outputs are distilled"),
+        P("temperature", "float", 4.0, _positive, "softmax temperature of the KD term"),
+        P("alpha", "float", 0.5, _fraction, "weight of the KD term; the task loss gets 1 - alpha"),
+    ), "task loss plus temperature-scaled KD on a teacher's outputs", loader="assembler.train.distill:Distill"),
+    Plugin("procedure", "backdistill", (
+        P("teacher", "network", doc="the network whose task module the student must reproduce"),
+        P("at", "binding", doc="the adapter whose input the pseudo-gradients are taken at"),
+        P("lam", "float", 1.0, _non_negative, "weight of the gradient-matching term"),
+        P("alpha", "float", 1.0, doc="scale of the student's pseudo-gradients"),
+        P("projections", "int", 1, _positive, "random projections J drawn per step"),
+    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill"),
+    Plugin("procedure", "nettailor", (
+        P("teacher", "network", doc="fine-tuned network whose blocks and logits the student matches"),
+        P("gamma1", "float", 0.3, _non_negative, "weight of the expected complexity E[C]"),
+        P("gamma2", "float", 10.0, _non_negative, "weight of the teacher L2 term"),
+        P("threshold", "float", 0.05, _fraction, "proxies whose alpha falls below this are pruned"),
+        P("tolerance", "float", 0.005, _fraction, "accuracy the tailored network may lose against the teacher"),
+        P("blocks", "ints", None, doc="numbers k of pre-trained blocks to try removing (default: every k)"),
+        P("retrain_epochs", "int", None, _positive, "epochs of fine-tuning after pruning (default: epochs)"),
+    ), "NetTailor (paper 001)", loader="assembler.train.nettailor:NetTailor"),
+    Plugin("procedure", "l2tww", (
+        P("beta", "float", 0.5, _non_negative, "weight of the matching loss"),
+        P("inner_steps", "int", 2, _positive, "T: look-ahead steps on the matching loss"),
+        P("meta_lr", "float", 1e-4, _positive, "Adam learning rate of the meta-networks"),
+        P("meta_wd", "float", 1e-4, _non_negative, "weight decay of the meta-networks"),
+    ), "learning what and where to transfer (paper 003)", loader="assembler.train.l2tww:L2TWW"),
+    Plugin("procedure", "compat", (
+        P("aux", "names", (), doc="shared auxiliary heads: rotation (4 outputs) or common-class heads"),
+        P("common", "ints", (), doc="classes both tasks have, for a discriminating head"),
+        P("schedule", "str", "joint", _one_of("joint", "incremental"), "train together or one after the other"),
+        P("iiw", "bool", False, doc="identical initial weights for every network"),
+    ), "compatible components (paper 002)", loader="assembler.train.compat:Compat"),
+]
+_DATA = [
+    Plugin("data", "digits", (
+        P("split", "str", "train", _one_of("train", "test", "all")),
+        P("classes", "ints", None, doc="keep these classes, relabelled 0..n-1 in order"),
+        P("positive", "int", None, lambda v: None if 0 <= v <= 9 else "must be a digit 0-9",
+          "one-vs-rest: this class is 1, a balanced sample of the rest 0"),
+        P("per_class", "int", None, _positive, "a seeded few-shot subset of n samples per class"),
+        P("invert", "bool", False, doc="1 - x: white digits on black become black on white"),
+    ), "the 8x8 digits shipped with the package", positional=1, loader="assembler.data:digits"),
+    Plugin("data", "npz", (P("path", "str"),), "arrays x and y from a .npz file", positional=1,
+           loader="assembler.data:npz"),
+    Plugin("data", "folder", (P("path", "str"), P("size", "ints", None)),
+           "images in one sub-folder per class", positional=2, loader="assembler.data:folder"),
+]
+_OPTIMIZERS = [
+    Plugin("optimizer", "sgd", (P("lr", "float", 0.01, _positive), P("momentum", "float", 0.0, _non_negative),
+                                P("weight_decay", "float", 0.0, _non_negative), P("nesterov", "bool", False)),
+           positional=1),
+    Plugin("optimizer", "adam", (P("lr", "float", 1e-3, _positive), P("weight_decay", "float", 0.0, _non_negative)),
+           positional=1),
+    Plugin("optimizer", "adamw", (P("lr", "float", 1e-3, _positive), P("weight_decay", "float", 0.01, _non_negative)),
+           positional=1),
+]
+_SCHEDULES = [
+    Plugin("schedule", "constant", ()),
+    Plugin("schedule", "cosine", ()),
+    Plugin("schedule", "step", (P("every", "int", check=_positive), P("gamma", "float", 0.1, _positive)),
+           positional=2),
+]
+for _p in _PROCEDURES + _DATA + _OPTIMIZERS + _SCHEDULES:
+    register(_p)
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # a plugin kind, or int, or "data" (one call or a list of calls)
+    doc: str
+    check: Callable[[Any], str | None] | None = None
+
+
+KEYS: dict[str, Key] = {
+    "procedure": Key("procedure", "the training procedure"),
+    "data": Key("data", "training data: one source, or a list with one per trained network"),
+    "test": Key("data", "evaluation data (default: the test split of each data source)"),
+    "optimizer": Key("optimizer", "optimizer over the trainable parameters"),
+    "schedule": Key("schedule", "learning-rate schedule: constant, cosine or step(every=, gamma=)"),
+    "epochs": Key("int", "passes over the training data", _positive),
+    "batch": Key("int", "samples per step", _positive),
+    "seed": Key("int", "seed of initialisation, sampling and shuffling", _non_negative),
+}
+DEFAULTS: dict[str, Any] = {
+    "optimizer": {"name": "sgd", "args": {"lr": 0.01}},
+    "schedule": {"name": "constant", "args": {}},
+    "epochs": 10,
+    "batch": 64,
+    "seed": 0,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+
+
+class _Bad(Exception):
+    def __init__(self, message: str, span, hint: str | None = None):
+        super().__init__(message)
+        self.diag = diagnostic(message, span, hint=hint)
+
+
+def plain(expr) -> Any:
+    """A setting's IR value as plain data: numbers, strings, lists, names (dotted strings) and
+    calls ({"name": ..., "args": {...}, "positional": [...]})."""
+    if isinstance(expr, (ir.Number, ir.String, ir.Bool)):
+        return expr.value
+    if isinstance(expr, ir.ListValue):
+        return [plain(x) for x in expr.items]
+    if isinstance(expr, ir.Ref):
+        return _Name(expr.dotted)
+    if isinstance(expr, ir.Call):
+        return {"name": expr.ref.dotted, "positional": [plain(a.value) for a in expr.args if a.name is None],
+                "args": {a.name: plain(a.value) for a in expr.args if a.name is not None}}
+    raise _Bad("expected a value (a number, string, list, name or call)", getattr(expr, "span", None))
+
+
+class _Name(str):
+    """A bare name in a setting (a network, a plug-in, a shared module)."""
+
+
+@dataclass
+class SectionScope:
+    networks: set[str]  # same-file networks
+    imported: set[str]  # `alias` and `alias.net` names of imported networks
+    bindings: dict[str, set[str]]  # trained network -> its bindings
+    shared: set[str]
+    trained: tuple[str, ...] = ()
+
+
+def check_train(t: ir.Train, scope: SectionScope) -> tuple[dict[str, Any], dict, list[Diagnostic]]:
+    """Validate one train section; returns its settings as plain data, their spans and errors."""
+    diags: list[Diagnostic] = []
+    out: dict[str, Any] = {}
+    spans = {}
+    for s in t.settings:
+        if s.key in out:
+            diags.append(diagnostic(f"setting '{s.key}' is given twice", s.span))
+            continue
+        if s.key not in KEYS:
+            diags.append(diagnostic(f"unknown setting '{s.key}'", s.span, width=len(s.key),
+                                    hint=did_you_mean(s.key, KEYS) or f"settings are: {', '.join(KEYS)}"))
+            continue
+        try:
+            out[s.key] = _setting(s.key, s.value, t, scope)
+            spans[s.key] = s.span
+        except _Bad as e:
+            diags.append(e.diag)
+    if "procedure" not in out and not any(d.message.startswith("setting 'procedure'") for d in diags):
+        out.setdefault("procedure", {"name": "finetune", "args": {}})
+    return out, spans, diags
+
+
+def _setting(key: str, expr, t: ir.Train, scope: SectionScope) -> Any:
+    spec = KEYS[key]
+    if spec.kind == "int":
+        v = plain(expr)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise _Bad(f"setting '{key}' must be a whole number, got {_show(v)}", expr.span)
+        if spec.check and (p := spec.check(v)):
+            raise _Bad(f"setting '{key}' {p}, got {v}", expr.span)
+        return v
+    if spec.kind == "data":
+        items = expr.items if isinstance(expr, ir.ListValue) else (expr,)
+        if isinstance(expr, ir.ListValue) and len(items) != len(t.networks):
+            raise _Bad(f"'{key}' lists {len(items)} source(s) for {len(t.networks)} network(s)", expr.span,
+                       hint="give one source, or a list with one source per trained network")
+        calls = [call(x, "data", scope) for x in items]
+        return calls if isinstance(expr, ir.ListValue) else calls[0]
+    return call(expr, spec.kind, scope)
+
+
+def call(expr, kind: str, scope: SectionScope) -> dict:
+    """Validate a plug-in call (or bare name) against the registry of `kind`."""
+    if isinstance(expr, ir.Ref):
+        name, args, span = expr.dotted, (), expr.span
+    elif isinstance(expr, ir.Call):
+        name, args, span = expr.ref.dotted, expr.args, expr.ref.span
+    else:
+        raise _Bad(f"expected a {kind} name or call, got {_show(plain(expr))}", expr.span)
+    table = plugins(kind)
+    if name not in table:
+        raise _Bad(f"unknown {kind} '{name}'", span,
+                   hint=did_you_mean(name, table) or f"known: {', '.join(sorted(table))}")
+    plugin = table[name]
+    bound: dict[str, Any] = {}
+    names = [p.name for p in plugin.params]
+    for i, a in enumerate(args):
+        if a.name is None:
+            if i >= plugin.positional:
+                raise _Bad(f"{kind} '{name}' takes its arguments by name", a.span,
+                           hint=f"write {names[i] if i < len(names) else 'name'}=..." if names else None)
+            pname = names[i]
+        else:
+            pname = a.name
+            if pname not in names:
+                raise _Bad(f"{kind} '{name}' has no setting '{pname}'", a.span,
+                           hint=did_you_mean(pname, names) or (f"it takes: {', '.join(names)}" if names else
+                                                              "it takes no settings"))
+        if pname in bound:
+            raise _Bad(f"setting '{pname}' of '{name}' is given twice", a.span)
+        param = plugin.params[names.index(pname)]
+        bound[pname] = _typed(plain(a.value), param, f"'{pname}' of {name}", a.value.span, scope)
+    for p in plugin.params:
+        if p.name not in bound:
+            if p.required:
+                raise _Bad(f"{kind} '{name}' needs the setting '{p.name}'", expr.span,
+                           hint=p.doc or None)
+            bound[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return {"name": name, "args": bound}
+
+
+def _typed(v, p: Param, what: str, span, scope: SectionScope):
+    k = p.kind
+    if k == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = float(v)
+    elif k == "int" and isinstance(v, int) and not isinstance(v, bool):
+        pass
+    elif k == "bool" and isinstance(v, bool) or k == "str" and isinstance(v, str) and not isinstance(v, _Name):
+        pass
+    elif k == "ints" and isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        pass
+    elif k == "network" and isinstance(v, _Name):
+        if v not in scope.networks and v not in scope.imported:
+            raise _Bad(f"{what} names no network: '{v}'", span,
+                       hint=did_you_mean(v, scope.networks | scope.imported))
+        return str(v)
+    elif k == "binding" and isinstance(v, _Name):
+        known = set().union(*scope.bindings.values()) if scope.bindings else set()
+        if v not in known:
+            raise _Bad(f"{what} names no binding of {', '.join(scope.trained)}: '{v}'", span,
+                       hint=did_you_mean(v, known))
+        return str(v)
+    elif k == "names" and isinstance(v, list) and all(isinstance(x, _Name) for x in v):
+        for x in v:
+            if x not in scope.shared:
+                raise _Bad(f"{what}: '{x}' is not a shared module", span, hint=did_you_mean(x, scope.shared))
+        return [str(x) for x in v]
+    else:
+        raise _Bad(f"{what} must be {_KIND_WORDS[k]}, got {_show(v)}", span)
+    if p.check and (problem := p.check(v)):
+        raise _Bad(f"{what} {problem}, got {_show(v)}", span)
+    return v
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+               "network": "a network name", "binding": "a binding name", "ints": "a list of whole numbers",
+               "names": "a list of shared module names"}
+
+
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, _Name):
+        return f"the name '{v}'"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, dict):
+        return f"the call {v['name']}(...)"
+    if isinstance(v, list):
+        return "a list"
+    return repr(v)
+
+
+def unimplemented(settings: dict) -> list[str]:
+    """Plug-ins named in checked settings that have no implementation installed yet."""
+    names = []
+    for key in ("procedure",):
+        value = settings.get(key)
+        if isinstance(value, dict):
+            plugin = plugins("procedure")[value["name"]]
+            try:
+                if plugin.resolve() is None:
+                    names.append(value["name"])
+            except (ImportError, AttributeError):
+                names.append(value["name"])
+    return names
