@@ -9,10 +9,12 @@ from .ir import Spec
 from .parser import parse
 from .printer import format_spec as format
 from .resolve import check, expand, load
+from .compiler import Assembly, compile
+from .checkpoint import restore, save
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckError", "Checked", "CheckpointError", "DataError", "Diagnostic", "ParseError", "Spec", "SpecError",
-    "check", "edits", "expand", "format", "load", "parse",
+    "Assembly", "CheckError", "Checked", "CheckpointError", "DataError", "Diagnostic", "ParseError", "Spec", "SpecError",
+    "check", "compile", "edits", "expand", "format", "load", "parse", "restore", "save",
 ]

@@ -32,6 +32,7 @@ class Module(BaseModel):
     params: int
     init_from: str | None = None  # `copy(...)`: the module whose weights it starts from
     imported_from: str | None = None  # the import alias that owns it
+    origin: str | None = None  # for an imported module: its key inside the imported spec
 
 
 class GraphNode(BaseModel):

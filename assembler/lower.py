@@ -615,7 +615,7 @@ class Lowerer:
                 src = self.scope.imports[ref.parts[0]].modules[n.module]
                 self.scope.modules[key] = src.model_copy(update={"key": key, "trainable": False, "role": "imported",
                                                                  "imported_from": ref.parts[0],
-                                                                 "init_from": None})
+                                                                 "init_from": None, "origin": n.module})
             if copy_path is not None and key:
                 suffix = key.split(".", 1)[1] if not imported else key[len(ref.parts[0]) + 1:]
                 if imported and self.scope.imports[ref.parts[0]].single is None:

@@ -1,0 +1,290 @@
+"""Checkpoint directories: `spec.net` (the resolved spec), `weights.safetensors` (only the
+tensors this spec owns), `meta.json` (versions, hashes, settings, seed, metrics) and, after
+training, `metrics.jsonl`. Written atomically; loading verifies hashes and shapes and never
+unpickles anything.
+
+Imported blocks are not stored again: `meta.json` names each import's checkpoint and the
+hash of its weights, and loading follows those references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError, Diagnostic
+
+FORMAT = "assembler-checkpoint/1"
+SPEC, WEIGHTS, META, METRICS = "spec.net", "weights.safetensors", "meta.json", "metrics.jsonl"
+
+
+def _error(message: str, path, hint: str | None = None) -> CheckpointError:
+    return CheckpointError(Diagnostic(message, str(path), hint=hint))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / META).is_file() and (p / SPEC).is_file()
+
+
+def checkpoint_dir_of(spec_path: str) -> Path | None:
+    """The checkpoint a resolved import path belongs to (`.../ckpt/spec.net` -> `.../ckpt`)."""
+    p = Path(spec_path)
+    return p.parent if p.name == SPEC and is_checkpoint(p.parent) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics: dict | None = None,
+         metrics_lines: list[dict] | None = None, extra: dict | None = None) -> Path:
+    """Write a checkpoint directory atomically: readers see the old one or the new one."""
+    from .printer import format_spec
+    from .resolve import expand
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if asm.spec is None:
+        raise ValueError("save needs an Assembly compiled from a Spec")
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        spec, imports = _relocated(expand(asm.spec), target)
+        (tmp / SPEC).write_text(format_spec(spec), encoding="utf-8")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in asm.state(owned_only=True).items()}
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        meta = {
+            "format": FORMAT,
+            "assembler": _pkg_version(),
+            "torch": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "networks": asm.names,
+            "seed": asm.seed,
+            "settings": settings or {},
+            "metrics": metrics or {},
+            "hashes": {SPEC: sha256(tmp / SPEC), WEIGHTS: sha256(tmp / WEIGHTS)},
+            "imports": imports,
+            **(extra or {}),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if metrics_lines is not None:
+            (tmp / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics_lines), encoding="utf-8")
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def _pkg_version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _relocated(spec, target: Path):
+    """The spec with `use` paths rewritten to resolve from the new checkpoint directory, and
+    the imports' references (path and weights hash) for meta.json."""
+    from . import ir
+    base = Path(spec.filename).parent if not spec.filename.startswith("<") else Path.cwd()
+    items, imports = [], {}
+    for item in spec.items:
+        if isinstance(item, ir.Use):
+            src = (base / item.path)
+            ckpt = src if is_checkpoint(src) else trained_checkpoint(src)
+            dest = ckpt if ckpt is not None else src
+            rel = os.path.relpath(dest.resolve(), target.resolve())
+            imports[item.alias] = {"path": rel, "weights": sha256(ckpt / WEIGHTS) if ckpt else None}
+            item = item.model_copy(update={"path": rel})
+        items.append(item)
+    return spec.model_copy(update={"items": tuple(items), "comments": ()}), imports
+
+
+def trained_checkpoint(spec_path: Path) -> Path | None:
+    """The cached trained checkpoint of a spec file, if `train` has built one."""
+    try:
+        from .train.cache import lookup
+    except ImportError:
+        return None
+    return lookup(spec_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _error(f"not a checkpoint: {path} has no {META}", path,
+                     hint="a checkpoint is a directory written by 'assembler train' or 'compile -o'") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _error(f"{META} is not valid JSON: {e}", path / META) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _error(f"{META} is not an assembler checkpoint of format {FORMAT}", path / META)
+    return meta
+
+
+def verify(path: Path, meta: dict) -> None:
+    for name in (SPEC, WEIGHTS):
+        file = path / name
+        if not file.is_file():
+            raise _error(f"checkpoint is missing {name}", path)
+        want = meta.get("hashes", {}).get(name)
+        if want != sha256(file):
+            raise _error(f"{name} does not match its hash in {META}: the file was changed or corrupted", file,
+                         hint="restore the checkpoint, or retrain it")
+
+
+@lru_cache(maxsize=64)
+def _tensors(weights: Path, mtime: float) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _error(f"cannot read tensors: {e}", weights, hint="the file is corrupted; retrain or restore it") \
+            from None
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    w = path / WEIGHTS
+    return _tensors(w, w.stat().st_mtime)
+
+
+def restore(path: str | os.PathLike):
+    """Load a checkpoint directory as an Assembly with its weights (hashes and shapes verified)."""
+    from .compiler import compile
+    from .resolve import check, read
+    p = Path(path)
+    meta = read_meta(p)
+    verify(p, meta)
+    spec = read(p / SPEC)
+    checked = check(spec)
+    asm = compile(spec, seed=int(meta.get("seed", 0)))
+    _load_owned(asm, p, checked)
+    asm.meta = meta
+    asm.path = p
+    return asm
+
+
+def _where(checked, key: str) -> str:
+    for net in checked.networks.values():
+        for n in net.nodes:
+            if n.module == key:
+                span = f" ({n.span})" if n.span else ""
+                return f"binding '{n.binding}' of network '{net.name}'{span}"
+    return f"module '{key}'"
+
+
+def _load_owned(asm, path: Path, checked) -> None:
+    stored = tensors(path)
+    wanted = asm.state(owned_only=True)
+    for key, t in stored.items():
+        if key not in wanted:
+            raise _error(f"tensor '{key}' belongs to nothing in {SPEC}", path / WEIGHTS,
+                         hint="the weights and the spec do not match; retrain or restore the checkpoint")
+    for key, t in wanted.items():
+        if key not in stored:
+            raise _error(f"no tensor '{key}' for {_where(checked, _module_key(asm, key))}", path / WEIGHTS)
+        if tuple(stored[key].shape) != tuple(t.shape):
+            raise _error(f"tensor '{key}' has shape {list(stored[key].shape)} but "
+                         f"{_where(checked, _module_key(asm, key))} needs {list(t.shape)}", path / WEIGHTS)
+    with torch.no_grad():
+        for key, t in wanted.items():
+            t.copy_(stored[key])
+
+
+def _module_key(asm, tensor_key: str) -> str:
+    best = ""
+    for key in asm.modules:
+        if tensor_key.startswith(key + ".") and len(key) > len(best):
+            best = key
+    return best or tensor_key
+
+
+def load_imported_weights(asm) -> None:
+    """Give imported modules their checkpoint's weights, following nested imports; warn where
+    an imported spec has no trained weights yet."""
+    warned = set()
+    by_alias: dict[str, list[str]] = {}
+    for key, decl in asm.checked.modules.items():
+        if decl.imported_from:
+            by_alias.setdefault(decl.imported_from, []).append(key)
+    for alias, keys in by_alias.items():
+        spec_path = Path(asm.checked.imports[alias])
+        ckpt = checkpoint_dir_of(str(spec_path))
+        if ckpt is not None:
+            verify(ckpt, read_meta(ckpt))
+        else:
+            ckpt = trained_checkpoint(spec_path)
+        if ckpt is None:
+            if alias not in warned:
+                warned.add(alias)
+                asm.warnings.append(
+                    f"'{alias}' imports {spec_path.name}, which has not been trained: its blocks are randomly "
+                    f"initialised. Train it first: assembler train {os.path.relpath(spec_path)}")
+            continue
+        with torch.no_grad():
+            for key in keys:
+                origin = asm.checked.modules[key].origin
+                module = asm.modules[key]
+                for name, t in module.state_dict().items():
+                    t.copy_(_imported_tensor(ckpt, f"{origin}.{name}", alias))
+
+
+def _imported_tensor(ckpt: Path, key: str, alias: str) -> torch.Tensor:
+    """A tensor by key inside a checkpoint, following its own imports when it does not own it."""
+    from .resolve import check, read
+    stored = tensors(ckpt)
+    if key in stored:
+        return stored[key]
+    meta = read_meta(ckpt)
+    checked = check(read(ckpt / SPEC))
+    module_key = max((k for k in checked.modules if key.startswith(k + ".")), key=len, default=None)
+    decl = checked.modules.get(module_key) if module_key else None
+    if decl is None or not decl.imported_from:
+        raise _error(f"the checkpoint imported as '{alias}' has no tensor '{key}'", ckpt / WEIGHTS,
+                     hint="the checkpoint does not match its spec; retrain it")
+    inner = meta.get("imports", {}).get(decl.imported_from, {})
+    nested = (ckpt / inner.get("path", "")).resolve() if inner.get("path") else None
+    if nested is None or not is_checkpoint(nested):
+        raise _error(f"the checkpoint imported as '{alias}' refers to a missing checkpoint for "
+                     f"'{decl.imported_from}'", ckpt / META)
+    if inner.get("weights") and inner["weights"] != sha256(nested / WEIGHTS):
+        raise _error(f"the checkpoint '{nested}' changed since '{ckpt}' was saved (weights hash differs)",
+                     ckpt / META, hint="retrain the checkpoint that imports it")
+    return _imported_tensor(nested, f"{decl.origin}{key[len(module_key):]}", alias)
+
+
+def metrics_lines(path: Path) -> list[dict[str, Any]]:
+    file = path / METRICS
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]

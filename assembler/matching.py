@@ -1,0 +1,97 @@
+"""Matching edges (`match ... : WEIGHTING`) as modules holding their trainable parts.
+
+Each edge maps (source features S_m, target features T_n) to a per-sample loss [N]:
+  l2         ||T_n - S_m||^2 (element mean), shapes equal: NetTailor's teacher term
+  fitnet     ||r(T_n) - S_m||^2 with a trainable 1x1 conv r (C_t -> C_s), bilinear resize of the
+             target to the source's size when they differ
+  attention  attention transfer: || a(S) - a(T) ||^2 with a(F) = normalise(mean_c F^2)
+  meta       L2T-ww: lambda * sum_c w_c * mean_hw (S_m - r(T_n))^2 with w = softmax(f(gap S_m)) and
+             lambda = relu6(g(gap S_m)) from per-pair meta-networks (f zero-initialised, g's bias 1)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .graph import Edge
+
+
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class L2Edge(nn.Module):
+    def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (t - s).pow(2).flatten(1).mean(1)
+
+
+class FitNetEdge(nn.Module):
+    def __init__(self, c_source: int, c_target: int):
+        super().__init__()
+        self.regressor = nn.Conv2d(c_target, c_source, 1)
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r = _resize(self.regressor(t), s.shape[-2:])
+        return (r - s).pow(2).flatten(1).mean(1)
+
+
+class AttentionEdge(nn.Module):
+    @staticmethod
+    def attention(f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(f.pow(2).mean(1).flatten(1), dim=1)
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = _resize(t, s.shape[-2:])
+        return (self.attention(s) - self.attention(t)).pow(2).mean(1)
+
+
+def _mlp(c_in: int, c_out: int, hidden: int) -> nn.Module:
+    if hidden <= 0:
+        return nn.Linear(c_in, c_out)
+    return nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(), nn.Linear(hidden, c_out))
+
+
+class MetaEdge(nn.Module):
+    """L2T-ww's weighted feature matching; `weights` (what) and `lam` (where) are meta-parameters,
+    `regressor` is trained with the target network."""
+
+    def __init__(self, c_source: int, c_target: int, hidden: int = 0):
+        super().__init__()
+        self.regressor = nn.Conv2d(c_target, c_source, 1)
+        self.weights = _mlp(c_source, c_source, hidden)
+        self.lam = _mlp(c_source, 1, hidden)
+        last_w = self.weights if isinstance(self.weights, nn.Linear) else self.weights[-1]
+        nn.init.zeros_(last_w.weight)
+        nn.init.zeros_(last_w.bias)
+        last_l = self.lam if isinstance(self.lam, nn.Linear) else self.lam[-1]
+        nn.init.constant_(last_l.bias, 1.0)
+
+    def meta_parameters(self):
+        return list(self.weights.parameters()) + list(self.lam.parameters())
+
+    def channel_weights(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = s.mean(dim=(-2, -1))
+        return torch.softmax(self.weights(pooled), dim=1), F.relu6(self.lam(pooled)).squeeze(1)
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r = _resize(self.regressor(t), s.shape[-2:])
+        d = (s - r).pow(2).mean(dim=(-2, -1))  # [N, C_s]
+        w, lam = self.channel_weights(s)
+        return lam * (w * d).sum(1)
+
+
+def build_edge(edge: Edge) -> nn.Module:
+    cs, ct = edge.source_shape[0], edge.target_shape[0]
+    if edge.weighting == "l2":
+        return L2Edge()
+    if edge.weighting == "fitnet":
+        return FitNetEdge(cs, ct)
+    if edge.weighting == "attention":
+        return AttentionEdge()
+    if edge.weighting == "meta":
+        return MetaEdge(cs, ct, edge.options.get("hidden", 0))
+    raise KeyError(f"unknown weighting '{edge.weighting}'")
