@@ -57,7 +57,8 @@ def checkpoint_dir_of(spec_path: str) -> Path | None:
 
 
 def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics: dict | None = None,
-         metrics_lines: list[dict] | None = None, extra: dict | None = None) -> Path:
+         metrics_lines: list[dict] | None = None, extra: dict | None = None,
+         files: dict[str, bytes] | None = None) -> Path:
     """Write a checkpoint directory atomically: readers see the old one or the new one."""
     from .printer import format_spec
     from .resolve import expand
@@ -85,6 +86,8 @@ def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics:
             **(extra or {}),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for name, blob in (files or {}).items():
+            (tmp / name).write_bytes(blob)
         if metrics_lines is not None:
             (tmp / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics_lines), encoding="utf-8")
         _swap_in(tmp, target)

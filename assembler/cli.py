@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .errors import SpecError
+from .errors import Diagnostic, SpecError
 
 
 class _Group(click.Group):
@@ -154,6 +154,236 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def binding_rows(checked, name: str) -> list[dict]:
+    """Per binding: shape, parameters (each module once), FLOPs, trainability and role."""
+    net = checked.networks[name]
+    rows: dict[str, dict] = {}
+    seen: set[str] = set()
+    for n in net.nodes:
+        if n.op == "input":
+            continue
+        r = rows.setdefault(n.binding, {"binding": n.binding, "shape": None, "params": 0, "trainable_params": 0,
+                                        "flops": 0, "roles": [], "frozen": 0, "trainable": 0})
+        r["flops"] += n.flops
+        if n.module and n.module not in seen:
+            seen.add(n.module)
+            r["params"] += checked.modules[n.module].params
+            if n.trainable:
+                r["trainable_params"] += checked.modules[n.module].params
+        if n.module:
+            r["trainable" if n.trainable else "frozen"] += 1
+        if n.role not in ("layer", "merge") and n.role not in r["roles"]:
+            r["roles"].append(n.role)
+    for b, node in net.bindings.items():
+        if b in rows:
+            rows[b]["shape"] = list(net.node(node).shape)
+    out = []
+    for r in rows.values():
+        state = "trainable" if r["trainable"] and not r["frozen"] else "frozen" if r["frozen"] and not r[
+            "trainable"] else "mixed" if r["frozen"] else "-"
+        out.append({"binding": r["binding"], "shape": r["shape"], "params": r["params"],
+                    "trainable_params": r["trainable_params"], "flops": r["flops"], "state": state,
+                    "role": ", ".join(r["roles"]) or "layer"})
+    return out
+
+
+def _networks(checked, network: str | None) -> list[str]:
+    if network is None:
+        return list(checked.networks)
+    if network not in checked.networks:
+        from .errors import Diagnostic, did_you_mean
+        raise SpecError(Diagnostic(f"no network '{network}' (given by --network)", checked.filename,
+                                   hint=did_you_mean(network, checked.networks) or
+                                   f"networks: {', '.join(checked.networks)}"))
+    return [network]
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=False))
+@click.option("--network", "-n", help="Show only this network.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(target, network, as_json):
+    """Per binding: shape, parameters, FLOPs, frozen/trainable and role; totals per network."""
+    from . import resolve
+    checked = resolve.check(resolve.read(target))
+    names = _networks(checked, network)
+    if as_json:
+        out = {n: {"params": checked.params(n), "trainable": checked.params(n, trainable_only=True),
+                   "flops": checked.flops(n), "inputs": {k: list(v) for k, v in checked.networks[n].inputs.items()},
+                   "outputs": list(checked.networks[n].outputs), "bindings": binding_rows(checked, n)}
+               for n in names}
+        click.echo(json.dumps(out, indent=2))
+        return
+    for n in names:
+        rows = binding_rows(checked, n)
+        click.echo(f"network {n}")
+        header = ("binding", "shape", "params", "FLOPs", "state", "role")
+        table = [header] + [(r["binding"], str(r["shape"]), _fmt_count(r["params"]), _fmt_flops(r["flops"]),
+                             r["state"], r["role"]) for r in rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            click.echo("  " + "  ".join(c.rjust(w) if i in (2, 3) else c.ljust(w)
+                                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        click.echo(f"  total: {_fmt_count(checked.params(n))} params, "
+                   f"{_fmt_count(checked.params(n, trainable_only=True))} trainable, {_fmt_flops(checked.flops(n))}FLOPs")
+
+
+@main.command("compile")
+@click.argument("file", type=click.Path(exists=False))
+@click.option("--network", "-n", help="Compile only this network.")
+@click.option("--code", is_flag=True, help="Print each GraphModule's generated Python code.")
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Save a freshly initialised checkpoint here.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the initial weights.")
+def compile_cmd(file, network, code, output, seed):
+    """Compile a spec to torch.fx GraphModules."""
+    from . import resolve
+    from .checkpoint import save
+    from .compiler import compile as compile_spec
+    spec = resolve.read(file)
+    asm = compile_spec(spec, seed=seed)
+    for w in asm.warnings:
+        click.echo(f"warning: {w}", err=True)
+    for n in _networks(asm.checked, network):
+        gm = asm[n]
+        if code:
+            click.echo(f"# network {n}")
+            click.echo(gm.code.strip() + "\n")
+        else:
+            ops = sum(node.op in ("call_module", "call_function", "call_method") for node in gm.graph.nodes)
+            click.echo(f"network {n}: {ops} ops, {_fmt_count(asm.checked.params(n))} params")
+    if output:
+        save(asm, output, extra={"initialised_only": True})
+        click.echo(f"saved {output}")
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=False))
+@click.option("--network", "-n", multiple=True, help="Network(s) to draw (default: all).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .svg or .dot.")
+def graph(target, network, output):
+    """Draw networks: frozen and trainable parts, shared and imported modules, gates and matching
+    edges; with a checkpoint, gate alphas and edge lambdas as widths."""
+    from pathlib import Path as _P
+
+    from . import checkpoint, draw, resolve
+    suffix = _P(output).suffix.lower()
+    if suffix not in (".svg", ".dot"):
+        raise click.BadParameter("the output must end in .svg or .dot", param_hint="'-o'")
+    checked = resolve.check(resolve.read(target))
+    names = list(network) if network else list(checked.networks)
+    for n in names:
+        _networks(checked, n)
+    weights = None
+    if checkpoint.is_checkpoint(target):
+        weights = gate_weights(checkpoint.restore(target))
+    text = draw.to_svg(checked, names, weights) if suffix == ".svg" else draw.to_dot(checked, names, weights)
+    atomic_write(_P(output), text)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=False))
+@click.option("--network", "-n", help="Train only this network's section (and what it depends on).")
+@click.option("--out", "-o", type=click.Path(file_okay=False),
+              help="Checkpoint directory (default: runs/<spec>[/<network>]).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set epochs=5 --set procedure.gamma1=0.1 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def train(file, network, out, sets, resume, quiet):
+    """Train a spec's networks; a checkpoint after every epoch; Ctrl-C saves and stops."""
+    from pathlib import Path as _P
+
+    from . import resolve
+    from .train import distributed as dist
+    from .train.run import Interrupted, train_spec
+    spec = resolve.read(file)
+    if out is None:
+        out = _P("runs") / _P(file).stem / (network or "") if network else _P("runs") / _P(file).stem
+    out = _P(out)
+    try:
+        results = train_spec(spec, network=network, out=out, sets=list(sets), resume=resume, quiet=quiet)
+    except Interrupted as e:
+        click.echo(f"interrupted: saved {e.path}; continue with: assembler train {file}"
+                   f"{' --network ' + network if network else ''} --out {e.path if network else out} "
+                   "--resume", err=True)
+        sys.exit(130)
+    if dist.rank() != 0:
+        return
+    for name, history in results.items():
+        last = history[-1] if history else {}
+        acc = last.get("test_accuracy")
+        where = out if network else out / name
+        click.echo(f"{name}: test accuracy {acc:.4f} ({where})" if acc is not None else f"{name}: trained ({where})")
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(exists=False))
+@click.option("--network", "-n", help="Network to evaluate (default: the one the checkpoint trained).")
+@click.option("--data", "data_text", help='Data source, e.g. \'digits(split="test", classes=[5, 6])\'.')
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--verbose", "-v", is_flag=True, help="Accuracy per class.")
+def eval_cmd(checkpoint, network, data_text, as_json, verbose):
+    """Accuracy and loss of a trained checkpoint on its test data (or --data)."""
+    from pathlib import Path as _P
+
+    from . import data as data_mod
+    from .checkpoint import restore
+    from .train.trainer import evaluate
+    asm = restore(checkpoint)
+    meta = asm.meta
+    name = network or (meta.get("train", {}).get("networks") or asm.names)[0]
+    _networks(asm.checked, name)
+    base = _P(meta.get("base_dir") or ".")
+    if data_text:
+        call = _data_flag(data_text)
+    else:
+        settings = meta.get("settings", {})
+        call = settings.get("test") or (data_mod.test_split(settings["data"]) if isinstance(
+            settings.get("data"), dict) else None)
+        if isinstance(call, list):
+            call = call[0]
+        if call is None:
+            raise click.UsageError("the checkpoint records no test data; give --data")
+    ds = data_mod.load(call, base, seed=meta.get("settings", {}).get("seed"))
+    net = asm.checked.networks[name]
+    data_mod.fits(ds, next(iter(net.inputs.values())), input_name=next(iter(net.inputs)))
+    result = evaluate(asm.network(name), ds, per_class=verbose)
+    result["network"] = name
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"{name}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['samples']} samples")
+        for c, a in (result.get("per_class") or {}).items():
+            click.echo(f"  class {c}: {a:.4f}" if a is not None else f"  class {c}: no samples")
+
+
+def _data_flag(text: str) -> dict:
+    from . import settings as settings_mod
+    from .parser import parse
+    try:
+        frag = parse(f"train _ {{\ndata = {text}\n}}\n", "--data")
+        return settings_mod.call(frag.items[0].settings[0].value, "data",
+                                 settings_mod.SectionScope(set(), set(), {}, set()))
+    except SpecError as e:
+        raise SpecError(Diagnostic(f"--data {text}: {e.message}", "--data", hint=e.diagnostics[0].hint)) from None
+    except settings_mod._Bad as e:
+        raise SpecError(Diagnostic(f"--data {text}: {e.diag.message}", "--data", hint=e.diag.hint)) from None
+
+
+def gate_weights(asm) -> dict:
+    """Learned gate alphas (and edge lambdas, when recorded in meta.json) of an Assembly."""
+    import torch
+    gates = {}
+    for key, decl in asm.checked.modules.items():
+        if decl.op == "gate":
+            with torch.no_grad():
+                gates[key] = asm.modules[key].alphas().tolist()
+    edges = getattr(asm, "meta", {}).get("metrics", {}).get("edge_lambdas")
+    return {"gates": gates, "edges": edges}
 
 
 def run() -> None:

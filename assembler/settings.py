@@ -97,7 +97,7 @@ def _one_of(*choices):
 
 P = Param
 _PROCEDURES = [
-    Plugin("procedure", "finetune", (), "task loss only: the direct-learn baseline", loader="assembler.train.finetune:Finetune"),
+    Plugin("procedure", "finetune", (), "task loss only: the direct-learn baseline", loader="assembler.train.procedure:Finetune"),
     Plugin("procedure", "distill", (
         P("teacher", "network", doc="network whose outputs are distilled"),
         P("temperature", "float", 4.0, _positive, "softmax temperature of the KD term"),

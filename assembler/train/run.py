@@ -1,0 +1,182 @@
+"""`assembler train`: train a spec's sections in dependency order, imports first.
+
+`train FILE --out DIR` trains every section into `DIR/<network>`; with `--network N` only N's
+section (and the same-file sections it depends on, in memory) into `DIR`, which is then N's
+checkpoint. `--set key=value` overrides settings (`--set procedure.gamma1=0.1` sets an
+argument of the procedure)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import networkx as nx
+
+from .. import ir
+from ..compiler import compile as compile_spec
+from ..errors import CheckError, Diagnostic, SpecError
+from ..parser import parse
+from ..resolve import _references, check
+from . import distributed as dist
+from .trainer import Interrupted, Trainer
+
+
+def apply_sets(spec: ir.Spec, sets: list[str], networks: tuple[str, ...] | None = None) -> ir.Spec:
+    """The spec with `--set key=value` overrides written into its train sections."""
+    if not sets:
+        return spec
+    parsed = []
+    for flag in sets:
+        key, eq, value = flag.partition("=")
+        key = key.strip()
+        if not eq or not key or not value.strip():
+            raise SpecError(Diagnostic(f"--set {flag}: expected key=value", f"--set {flag}",
+                                       hint="e.g. --set epochs=5 or --set optimizer='adam(lr=0.01)'"))
+        try:
+            frag = parse(f"train _ {{\n{key.split('.')[0]} = {value}\n}}\n", f"--set {flag}")
+        except SpecError as e:
+            raise SpecError(Diagnostic(f"--set {flag}: {e.message}", f"--set {flag}")) from None
+        parsed.append((flag, key, frag.items[0].settings[0].value))
+    items = []
+    for item in spec.items:
+        if isinstance(item, ir.Train) and (networks is None or set(item.networks) & set(networks)):
+            settings = list(item.settings)
+            for flag, key, value in parsed:
+                settings = _set(settings, key, value, flag)
+            item = item.model_copy(update={"settings": tuple(settings)})
+        items.append(item)
+    return spec.model_copy(update={"items": tuple(items)})
+
+
+def _set(settings: list[ir.Setting], key: str, value, flag: str) -> list[ir.Setting]:
+    span = ir.Span(file=f"--set {flag}", line=0, column=0)
+    head, _, arg = key.partition(".")
+    if not arg:
+        new = ir.Setting(key=head, value=value, span=span)
+        return [new if s.key == head else s for s in settings] + ([] if any(s.key == head for s in settings)
+                                                                 else [new])
+    out = []
+    found = False
+    for s in settings:
+        if s.key == head:
+            found = True
+            call = s.value if isinstance(s.value, ir.Call) else ir.Call(ref=s.value, args=())
+            args = [a for a in call.args if a.name != arg] + [ir.Arg(name=arg, value=value, span=span)]
+            s = s.model_copy(update={"value": call.model_copy(update={"args": tuple(args)})})
+        out.append(s)
+    if not found:
+        raise SpecError(Diagnostic(f"--set {flag}: the section has no '{head}' setting to change", f"--set {flag}"))
+    return out
+
+
+def _section_graph(checked, spec: ir.Spec) -> nx.DiGraph:
+    """Edges from the section of a network to the sections of networks that use it."""
+    owner = {n: i for i, t in enumerate(checked.trains) for n in t.networks}
+    g = nx.DiGraph()
+    g.add_nodes_from(range(len(checked.trains)))
+    nets = spec.networks
+    for i, t in enumerate(checked.trains):
+        deps = set()
+        for n in t.networks:
+            if n in nets:
+                deps |= {r.parts[0] for r in _references(nets[n])}
+        deps |= {v for v in t.settings.get("procedure", {}).get("args", {}).values() if isinstance(v, str)}
+        for d in deps:
+            if d in owner and owner[d] != i:
+                g.add_edge(owner[d], i)
+    return g
+
+
+def section_order(checked, spec: ir.Spec, only: str | None = None) -> list:
+    """Train sections so that every section comes after those of networks it uses; with
+    `only`, just that network's section and the ones it depends on."""
+    g = _section_graph(checked, spec)
+    order = list(nx.lexicographical_topological_sort(g))
+    if only is not None:
+        target = next(i for i, t in enumerate(checked.trains) if only in t.networks)
+        keep = nx.ancestors(g, target) | {target}
+        order = [i for i in order if i in keep]
+    return [checked.trains[i] for i in order]
+
+
+def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = None, sets: list[str] = (),
+               resume: bool = False, quiet: bool = False, single_checkpoint: bool = False) -> dict[str, list]:
+    """Train a spec; returns each trained network's metrics history."""
+    from .cache import ensure_trained
+    dist.init_from_env()
+    base = Path(spec.filename).parent if not spec.filename.startswith("<") else Path.cwd()
+    for use in spec.uses:
+        target = base / use.path
+        if target.is_file():
+            ensure_trained(target, quiet=quiet)
+    spec = apply_sets(spec, list(sets), (network,) if network else None)
+    checked = _check_with_flags(spec)
+    if not checked.trains:
+        raise CheckError(Diagnostic(f"{spec.filename} has no train section", spec.filename,
+                                    hint="add one: train NET { procedure = finetune ... }"))
+    sections = section_order(checked, spec)
+    if network is not None:
+        if network not in checked.networks:
+            from ..errors import did_you_mean
+            raise SpecError(Diagnostic(f"no network '{network}' (given by --network)", spec.filename,
+                                       hint=did_you_mean(network, checked.networks)))
+        if not any(network in t.networks for t in sections):
+            raise SpecError(Diagnostic(f"network '{network}' has no train section", spec.filename,
+                                       hint=f"add: train {network} {{ ... }}"))
+        sections = section_order(checked, spec, only=network)
+    seed = sections[-1].settings.get("seed", 0) if sections else 0
+    asm = compile_spec(spec, seed=seed)
+    if not quiet and dist.rank() == 0:
+        import sys
+        for w in asm.warnings:
+            if "not implemented" not in w:
+                print(f"warning: {w}", file=sys.stderr)
+    results = {}
+    for t in sections:
+        is_target = network is None or network in t.networks
+        dest = None
+        if is_target and not single_checkpoint:
+            dest = out if network is not None else (out / t.networks[0] if out else None)
+        trainer = Trainer(asm, t, dest, base_dir=base, quiet=quiet)
+        resume_from = dest if resume and dest is not None and (dest / "meta.json").is_file() else None
+        if resume_from is not None and _complete(dest):
+            from ..checkpoint import _load_owned
+            _load_owned(asm, dest, asm.checked)
+            results[t.networks[0]] = _history(dest)
+            continue
+        history = trainer.run(resume_from=resume_from)
+        for n in t.networks:
+            results[n] = history
+        if dest is not None and network is None and dist.rank() == 0:
+            for other in t.networks[1:]:
+                if (out / other).exists():
+                    shutil.rmtree(out / other)
+                shutil.copytree(dest, out / other)
+    if single_checkpoint and out is not None and dist.rank() == 0:
+        from ..checkpoint import save
+        save(asm, out, settings={}, metrics={n: h[-1] if h else {} for n, h in results.items()},
+             extra={"train": {"complete": True, "networks": list(results)}})
+    dist.barrier()
+    return results
+
+
+def _complete(path: Path) -> bool:
+    from ..checkpoint import read_meta
+    return bool(read_meta(path).get("train", {}).get("complete"))
+
+
+def _history(path: Path) -> list:
+    from ..checkpoint import metrics_lines
+    return metrics_lines(path)
+
+
+def _check_with_flags(spec: ir.Spec):
+    try:
+        return check(spec)
+    except CheckError as e:
+        diags = [Diagnostic(d.message, d.filename, 0, 0, 1, d.hint) if d.filename.startswith("--set") else d
+                 for d in e.diagnostics]
+        raise CheckError(diags) from None
+
+
+__all__ = ["train_spec", "apply_sets", "Interrupted"]
