@@ -183,7 +183,7 @@ KEYS: dict[str, Key] = {
     "seed": Key("int", "seed of initialisation, sampling and shuffling", _non_negative),
 }
 DEFAULTS: dict[str, Any] = {
-    "optimizer": {"name": "sgd", "args": {"lr": 0.01}},
+    "optimizer": {"name": "sgd", "args": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False}},
     "schedule": {"name": "constant", "args": {}},
     "epochs": 10,
     "batch": 64,

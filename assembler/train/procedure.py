@@ -64,6 +64,7 @@ class Procedure:
     """Base class: one network trained on the task loss of its first output."""
 
     name = "procedure"
+    cacheable = False  # True when every step only calls ctx.model(network) on the batch
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -128,3 +129,4 @@ class Finetune(Procedure):
     """Task loss only: the direct-learn / scratch baseline of every paper."""
 
     name = "finetune"
+    cacheable = True  # reads only the trained network's output: its frozen prefix can be cached

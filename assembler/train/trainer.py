@@ -142,6 +142,19 @@ class Trainer:
             data_mod.fits(ds, shape, span, input_name=input_name, outputs=outputs[0] if outputs else None)
         return train, test
 
+    def _cache_prefixes(self) -> None:
+        """Train on cached outputs of frozen prefixes where the procedure allows it."""
+        if not (self.use_cache and self.procedure.cacheable and self.world == 1 and len(self.section.networks) == 1):
+            return
+        from .prefix import Features, cached
+        name = self.section.networks[0]
+        got = cached(self.asm, name, [ds.x for ds in self.train_data])
+        if got is None:
+            return
+        suffix, feats = got
+        self.ctx.wrappers[name] = suffix
+        self.train_data = [Features(f, ds.y) for f, ds in zip(feats, self.train_data)]
+
     def batches(self, epoch: int) -> list[Batch]:
         """The batches of an epoch: per data source a permutation seeded by (seed, epoch), this
         rank's shard of it; several sources are zipped, shorter ones cycled."""
@@ -173,6 +186,7 @@ class Trainer:
         s = self.settings
         epochs = s["epochs"]
         self.ctx.wrappers = dist.wrap(self.asm, self.section.networks) if self.world > 1 else {}
+        self._cache_prefixes()
         self.procedure.setup()
         groups = self.procedure.param_groups()
         if not any(g["params"] for g in groups):

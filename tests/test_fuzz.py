@@ -1,0 +1,266 @@
+"""Fuzzing the front end: whatever the text, `assembler.parse` then `assembler.check` either
+succeed or raise `assembler.SpecError`, and the error renders. Anything else (a Python
+exception from inside the parser or checker) is a bug.
+
+Inputs: (a) random text over the language's characters plus junk, (b) sequences of language
+tokens, (c) token-level mutations of the example specs in specs/digits, (d) chains of built-in
+ops with arbitrary arguments, (e) mutations of valid generated specs. The runs are
+deterministic (`derandomize=True`) and take about half a minute in all.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import assembler
+from assembler.errors import SpecError
+from assembler.ops import ops
+from assembler.parser import KEYWORDS
+
+SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+EXAMPLES = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.net"))}
+
+
+def fuzz_settings(n: int):
+    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder holding copies of the example specs, so that `use "source.net"` resolves."""
+    d = tmp_path_factory.mktemp("fuzz")
+    for name in EXAMPLES:
+        shutil.copy(SPECS / name, d / name)
+    return d
+
+
+def front_end(text: str, filename: str = "<fuzz>") -> None:
+    """Parse and check; a SpecError is a fine answer, and it must render."""
+    try:
+        spec = assembler.parse(text, filename)
+        assembler.check(spec)
+    except SpecError as e:
+        rendered = e.render()
+        assert isinstance(rendered, str) and rendered
+        assert e.diagnostics and all(d.message for d in e.diagnostics)
+        assert str(e) == rendered
+
+
+def front_end_file(text: str, folder: Path, name: str = "mutant.net") -> None:
+    """As `front_end`, for a spec that lives in `folder` (next to the example files)."""
+    path = folder / name
+    path.write_text(text, encoding="utf-8", newline="")
+    front_end(text, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+
+OPS = sorted(ops())
+NAMES = ["x", "y", "c1", "c2", "c3", "c4", "f", "h", "n", "a", "b", "net", "pre", "src", "cnn", "teacher",
+         "student", "head", "rot", "logits", "digits", "finetune", "nettailor", "sgd", "adam", "epochs",
+         "batch", "seed", "data", "procedure", "optimizer", "l2", "meta", "fitnet", "k", "dim", "init"]
+PUNCT = ["->", "..", "(", ")", "[", "]", "{", "}", "=", ",", ":", ".", "*", "#"]
+VALUES = ["0", "1", "2", "3", "8", "16", "-1", "1.5", "0.5", "1e-3", "1e400", '"train"', '"a"', '"source.net"',
+          '"mutant.net"', '"nope.net"', '""', "true", "false"]
+JUNK = ["$", "@", "!", "?", ";", "'", "\\", "\t", "\r", "\f", "\x00", "é", "\u2028", "\ufeff", '"', "->->", "...", "-"]
+TOKENS = sorted(KEYWORDS) + OPS + ["add", "mul", "cat", "gate", "copy"] + NAMES + PUNCT + VALUES + JUNK + ["\n"]
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz_ABCXYZ0123456789 \n\t()[]{}=,.:*-># \"+e" + "$@!;'\\\r\f\x00é"
+
+_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\f]+) | (?P<nl>\r?\n) | (?P<comment>\#[^\n]*) | (?P<string>"(?:[^"\\\r\n]|\\.)*")
+  | (?P<arrow>->) | (?P<dots>\.\.) | (?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*) | (?P<other>.)
+""", re.X | re.S)
+
+
+def tokenize(text: str) -> list[str]:
+    """Text -> tokens whose concatenation is the text (whitespace kept as tokens)."""
+    return [m.group() for m in _TOKEN.finditer(text)]
+
+
+EXAMPLE_TOKENS = {name: tokenize(text) for name, text in EXAMPLES.items()}
+assert all("".join(t) == EXAMPLES[n] for n, t in EXAMPLE_TOKENS.items())
+POOL = sorted({t for toks in EXAMPLE_TOKENS.values() for t in toks if not t.isspace()} | set(TOKENS))
+
+
+def _kind(tok: str) -> str:
+    m = _TOKEN.fullmatch(tok)
+    return m.lastgroup if m else "other"
+
+
+POOL_BY_KIND: dict[str, list[str]] = {}
+for _t in POOL:
+    POOL_BY_KIND.setdefault(_kind(_t), []).append(_t)
+
+
+@st.composite
+def mutated(draw, tokens: list[str], max_edits: int = 4) -> str:
+    """Delete, duplicate, swap, replace or insert tokens (whitespace stays where it was).
+
+    `retype` replaces a name by a name, a number by a number, a string by a string: such
+    mutants mostly still parse, so they reach the checker."""
+    toks = list(tokens)
+    for _ in range(draw(st.integers(1, max_edits))):
+        sig = [i for i, t in enumerate(toks) if not t.isspace() or "\n" in t]
+        how = draw(st.sampled_from(["retype", "retype", "retype", "delete", "duplicate", "swap", "replace",
+                                    "insert"]))
+        if not sig:
+            how = "insert"
+        i = draw(st.sampled_from(sig)) if sig else 0
+        if how == "retype":
+            same = POOL_BY_KIND.get(_kind(toks[i]), POOL)
+            toks[i] = draw(st.sampled_from(same))
+        elif how == "delete":
+            del toks[i]
+        elif how == "duplicate":
+            toks[i:i] = [toks[i], " "]
+        elif how == "swap":
+            j = draw(st.sampled_from(sig))
+            toks[i], toks[j] = toks[j], toks[i]
+        elif how == "replace":
+            toks[i] = draw(st.sampled_from(POOL))
+        else:
+            toks[i:i] = [draw(st.sampled_from(POOL)), " "]
+    return "".join(toks)
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) random text, (b) token sequences
+
+
+@fuzz_settings(500)
+@given(st.text(alphabet=ALPHABET, max_size=200))
+@example("network n(x: [1, 8, 8]) {\n    y = " + "(" * 100 + "x" + ")" * 100 + "\n    return y\n}\n")
+def test_random_text(text):
+    front_end(text)
+
+
+@fuzz_settings(400)
+@given(st.lists(st.sampled_from(TOKENS), max_size=80), st.sampled_from([" ", "  ", "\n"]))
+def test_token_sequences(tokens, sep):
+    front_end(sep.join(tokens))
+
+
+# Token soup that starts like a statement gets further into the grammar.
+_PREFIXES = ["network n(x: [1, 8, 8]) {\n    y = x -> ", "block b(c, s=1) = ", "shared h = ",
+             "network n(x: [1, 8, 8]) {\n", "train n {\n    ", "match ", 'use "source.net" as pre\n']
+
+
+@fuzz_settings(300)
+@given(prefix=st.sampled_from(_PREFIXES), tokens=st.lists(st.sampled_from(TOKENS), max_size=40),
+       close=st.booleans())
+def test_token_sequences_after_a_prefix(prefix, tokens, close, workdir):
+    text = prefix + " ".join(tokens) + ("\n}\n" if close else "\n")
+    front_end_file(text, workdir)
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) mutations of the example specs
+
+
+@fuzz_settings(900)
+@given(data=st.data())
+def test_mutated_examples(data, workdir):
+    name = data.draw(st.sampled_from(sorted(EXAMPLES)), label="example")
+    text = data.draw(mutated(EXAMPLE_TOKENS[name], max_edits=3), label="mutant")
+    front_end_file(text, workdir)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_examples_check(name, workdir):
+    """Unmutated, every example checks (so mutants start from valid specs)."""
+    spec = assembler.parse(EXAMPLES[name], str(workdir / name))
+    assembler.check(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) chains of built-in ops with arbitrary arguments
+
+
+_VALUES = st.one_of(
+    st.integers(-3, 40), st.sampled_from([0.0, 0.5, 1.0, 1.5, -0.5, 1e-3, 1e30]), st.booleans(),
+    st.sampled_from(['"nearest"', '"bilinear"', '"x"']), st.just("[1, 2]"), st.just("[]"),
+    st.sampled_from(["c", "x", "in"]),
+)
+
+
+def _literal(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+_KEYS = sorted({a.name for op in ops().values() for a in op.args} | {"dim", "init", "bogus"})
+
+
+_GOOD = {int: st.integers(1, 4), float: st.sampled_from([0.0, 0.25, 0.5]), bool: st.booleans(),
+         str: st.sampled_from(['"nearest"', '"bilinear"'])}
+
+
+@st.composite
+def calls(draw) -> str:
+    """An op call: mostly with arguments of the right kinds, else anything."""
+    name = draw(st.sampled_from(OPS + ["add", "copy", "relux", "t"]))
+    op = ops().get(name)
+    if op is not None and draw(st.integers(0, 3)) > 0:
+        args = []
+        for a in op.args:  # required arguments come first: positional; the others by name
+            kind = a.kind if isinstance(a.kind, type) else a.kind[0]
+            if a.required:
+                args.append(_literal(draw(_GOOD[kind])))
+            elif draw(st.integers(0, 2)) == 0:
+                args.append(f"{a.name}={_literal(draw(_GOOD[kind]))}")
+        return f"{name}({', '.join(args)})" if args or draw(st.booleans()) else name
+    if draw(st.integers(0, 3)) == 0:
+        return name
+    pos = [_literal(draw(_VALUES)) for _ in range(draw(st.integers(0, 4)))]
+    kw = [f"{draw(st.sampled_from(_KEYS))}={_literal(draw(_VALUES))}" for _ in range(draw(st.integers(0, 2)))]
+    return f"{name}({', '.join(pos + kw)})"
+
+
+@st.composite
+def op_chains(draw) -> str:
+    shape = draw(st.sampled_from(["[1, 8, 8]", "[3, 5, 7]", "[16]", "[2, 1, 1]", "[4, 3]"]))
+    lines = []
+    names = ["x"]
+    for i in range(draw(st.integers(1, 4))):
+        src = draw(st.sampled_from(names))
+        if draw(st.integers(0, 4)) == 0 and len(names) > 1:
+            merge = draw(st.sampled_from(["add", "mul", "cat", "gate"]))
+            extra = draw(st.sampled_from(["", ", dim=1", ", dim=-1", ", init=[1, 2]", ", init=[1]"]))
+            src = f"{merge}({', '.join(draw(st.permutations(names))[:2])}{extra})"
+        chain = " -> ".join([src] + [draw(calls()) for _ in range(draw(st.integers(1, 4)))])
+        lines.append(f"    b{i} = {chain}")
+        names.append(f"b{i}")
+    block = "block t(c, s=1) = conv(c, 3, stride=s, pad=1) -> relu\n"
+    return f"{block}network n(x: {shape}) {{\n" + "\n".join(lines) + f"\n    return {names[-1]}\n}}\n"
+
+
+@fuzz_settings(300)
+@given(op_chains())
+def test_op_chains(text):
+    front_end(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) mutations of valid generated specs
+
+
+@fuzz_settings(150)
+@given(st.data())
+def test_mutated_generated_specs(data):
+    from assembler.testing import strategies as sst
+    spec = data.draw(sst.specs(max_networks=2, max_bindings=5), label="spec")
+    text = assembler.format(spec)
+    front_end(text)  # valid as generated
+    front_end(data.draw(mutated(tokenize(text), max_edits=3), label="mutant"))

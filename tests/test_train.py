@@ -1,0 +1,162 @@
+"""The trainer end to end: accuracy on the digits, imports trained first, determinism,
+interrupt and resume, NaN, --set, the frozen-prefix cache and torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import assembler
+from assembler.cli import main
+
+SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    for f in SPECS.glob("*.net"):
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(*args) -> tuple[int, str, str]:
+    r = CliRunner().invoke(main, list(args))
+    if r.exception and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r.exit_code, r.stdout, r.stderr
+
+
+def weights_equal(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_source_reaches_097_on_digits_0_to_4(work):
+    code, out, err = cli("train", "source.net", "--out", "runs", "-q")
+    assert code == 0, err
+    code, out, err = cli("eval", "runs/cnn", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["accuracy"] >= 0.97 and result["samples"] == 226
+    lines = [json.loads(x) for x in (work / "runs/cnn/metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == list(range(1, 11))
+    assert {"loss", "ce", "train_accuracy", "test_accuracy", "seconds"} <= lines[-1].keys()
+    meta = json.loads((work / "runs/cnn/meta.json").read_text())
+    assert meta["settings"]["epochs"] == 10 and meta["train"]["complete"]
+
+
+def test_teacher_trains_the_imported_source_first(work):
+    code, out, err = cli("train", "tailor.net", "--network", "teacher", "--out", "t", "-q")
+    assert code == 0, err
+    result = json.loads(cli("eval", "t", "--json")[1])
+    assert result["accuracy"] >= 0.95
+    # the import was trained and cached, so the teacher's copies started from trained blocks
+    assert assembler.checkpoint.trained_checkpoint(work / "source.net") is not None
+
+
+def test_same_seed_same_weights_and_set_overrides(work):
+    for out in ("a", "b"):
+        code, _, err = cli("train", "source.net", "--set", "epochs=2", "--set", "optimizer=adam(lr=0.003)",
+                           "--out", out, "-q")
+        assert code == 0, err
+    assert weights_equal(work / "a/cnn", work / "b/cnn")
+    meta = json.loads((work / "a/cnn/meta.json").read_text())
+    assert meta["settings"]["epochs"] == 2 and meta["settings"]["optimizer"]["name"] == "adam"
+
+
+def test_bad_set_is_named(work):
+    code, _, err = cli("train", "source.net", "--set", "epochs=ten", "-q")
+    assert code == 1
+    assert err.startswith("--set epochs=ten: error: setting 'epochs' must be a whole number")
+    code, _, err = cli("train", "source.net", "--set", "epoch=3", "-q")
+    assert code == 1 and "did you mean 'epochs'?" in err
+
+
+def test_nan_loss_stops_with_a_clear_error(work):
+    code, _, err = cli("train", "source.net", "--set", "optimizer=sgd(lr=1e30)", "--set", "epochs=3",
+                       "--out", "n", "-q")
+    assert code == 1
+    assert "the loss became" in err and "lower the learning rate" in err
+
+
+def _run(args, cwd, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "assembler", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(work):
+    args = ["train", "source.net", "--set", "epochs=4", "--set", "batch=16"]
+    full = _run(args + ["--out", "full"], work)
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+    p = _run(args + ["--out", "cut"], work)
+    line = ""
+    while "epoch 1" not in line:  # interrupt in the middle of epoch 2
+        line = p.stderr.readline()
+        assert line or p.poll() is None, "training ended before it could be interrupted"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    rest = p.stderr.read()
+    assert p.wait(timeout=120) == 130, rest
+    assert "--resume" in rest
+    meta = json.loads((work / "cut/cnn/meta.json").read_text())
+    assert not meta["train"]["complete"]
+    r = _run(args + ["--out", "cut", "--resume"], work)
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    assert weights_equal(work / "full/cnn", work / "cut/cnn")
+    lines = (work / "cut/cnn/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_frozen_prefix_cache_gives_the_same_weights(work):
+    spec = assembler.load(work / "tailor.net")
+    results = []
+    for use_cache in (True, False):
+        from assembler.train.trainer import Trainer
+        asm = assembler.compile(spec)
+        section = next(t for t in asm.checked.trains if t.networks == ("student",))
+        section = section.model_copy(update={"settings": {**section.settings, "epochs": 1,
+                                                          "procedure": {"name": "finetune", "args": {}}}})
+        trainer = Trainer(asm, section, None, base_dir=work, quiet=True, use_cache=use_cache)
+        trainer.run()
+        results.append({k: v.clone() for k, v in asm.state().items()})
+        assert ("student" in trainer.ctx.wrappers) == use_cache
+    a, b = results
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_distill_trains_against_a_teacher(work):
+    (work / "kd.net").write_text(
+        "network big(x: [1, 8, 8]) {\n    h = x -> conv(16, 3, pad=1) -> relu -> gap -> linear(5)\n    return h\n}\n"
+        "network small(x: [1, 8, 8]) {\n    h = x -> conv(4, 3, pad=1) -> relu -> gap -> linear(5)\n    return h\n}\n"
+        "train big {\n    data = digits(classes=[0, 1, 2, 3, 4])\n    epochs = 2\n}\n"
+        "train small {\n    procedure = distill(teacher=big, temperature=2)\n"
+        "    data = digits(classes=[0, 1, 2, 3, 4])\n    epochs = 2\n}\n")
+    code, _, err = cli("train", "kd.net", "--out", "kd", "-q")
+    assert code == 0, err
+    last = json.loads((work / "kd/small/metrics.jsonl").read_text().splitlines()[-1])
+    assert {"ce", "kd"} <= last.keys() and last["kd"] > 0
+
+
+def test_torchrun_two_processes(work):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "source.net",
+                        "--set", "epochs=2", "--out", "ddp", "-q"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("cnn: test accuracy") == 1  # rank 0 alone reports and writes
+    lines = [json.loads(x) for x in (work / "ddp/cnn/metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[-1]["train_accuracy"] > 0.5
