@@ -126,6 +126,7 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
         sections = section_order(checked, spec, only=network)
     seed = sections[-1].settings.get("seed", 0) if sections else 0
     asm = compile_spec(spec, seed=seed)
+    _set_threads(asm, sections)
     if not quiet and dist.rank() == 0:
         import sys
         for w in asm.warnings:
@@ -158,6 +159,21 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
              extra={"train": {"complete": True, "networks": list(results)}})
     dist.barrier()
     return results
+
+
+SMALL_FLOPS = 50_000_000  # per sample: below this, one intra-op thread is fastest
+
+
+def _set_threads(asm, sections) -> None:
+    """Small networks run fastest on one thread (and never oversubscribe a shared machine);
+    ASSEMBLER_THREADS overrides."""
+    import os
+
+    import torch
+    if os.environ.get("ASSEMBLER_THREADS"):
+        torch.set_num_threads(int(os.environ["ASSEMBLER_THREADS"]))
+    elif all(asm.checked.flops(n) < SMALL_FLOPS for t in sections for n in t.networks):
+        torch.set_num_threads(1)
 
 
 def _complete(path: Path) -> bool:
