@@ -169,9 +169,9 @@ class Lowerer:
         role = "adapter" if b.modifier == "adapter" else "layer"
         ctx = _Ctx(binding=b.name, path=b.name, modifier=mod, role=role, env=env)
         try:
-            before = set(self.nodes)
+            known = len(self.nodes)
             node = self.chain(b.chain, ctx)
-            if node in before:  # `y = x`: an alias of an existing value
+            if len(self.nodes) == known:  # `y = x`: an alias of an existing value
                 node = self.add(ctx, "identity", (node,), self.shape(node), span=b.chain.span)
             self._rename(node, b.name)
             env[b.name] = b.name
@@ -268,7 +268,7 @@ class Lowerer:
         for i, a in enumerate(paths):
             role = "proxy" if op == "gate" and i > 0 and ctx.role == "layer" else ctx.role
             try:
-                value = a.value if isinstance(a.value, ir.Chain) else ir.Chain(source=a.value, span=a.span)
+                value = a.value if isinstance(a.value, ir.Chain) else ir.Chain.model_construct(source=a.value, span=a.span)
                 inputs.append(self.chain(value, ctx.but(path=f"{ctx.path}.in{i}", role=role)))
             except Fail as f:
                 errors.extend(f.diags)

@@ -4,6 +4,7 @@ translated into `ParseError`s at this boundary, in words a user knows."""
 from __future__ import annotations
 
 import ast
+import gc
 import re
 from functools import lru_cache
 from importlib import resources
@@ -103,17 +104,21 @@ def parse(text: str, filename: str = "<spec>") -> ir.Spec:
     if text.startswith("\ufeff"):
         text = text[1:]
     _collector.comments = []
+    collecting = gc.isenabled()
+    gc.disable()  # the parse allocates many small objects and no cycles: GC passes only cost
     try:
         tree = _lark().parse(text)
+        spec = _ToIR(filename, text).transform(tree)
     except UnexpectedInput as e:
         raise _translate(e, text, filename) from None
-    comments = tuple(_collector.comments)
-    try:
-        spec = _ToIR(filename, text).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
         raise
+    finally:
+        if collecting:
+            gc.enable()
+    comments = tuple(_collector.comments)
     return spec.model_copy(update={"comments": comments, "text": text})
 
 
@@ -308,11 +313,11 @@ class _ToIR(Transformer):
     def _span(self, meta) -> ir.Span | None:
         if getattr(meta, "empty", True):
             return None
-        return ir.Span(file=self.filename, line=meta.line, column=meta.column,
+        return ir.Span.model_construct(file=self.filename, line=meta.line, column=meta.column,
                        end_line=meta.end_line, end_column=meta.end_column)
 
     def _tspan(self, tok: Token) -> ir.Span:
-        return ir.Span(file=self.filename, line=tok.line, column=tok.column,
+        return ir.Span.model_construct(file=self.filename, line=tok.line, column=tok.column,
                        end_line=tok.end_line, end_column=tok.end_column)
 
     def _error(self, message: str, span, hint: str | None = None) -> CheckError:
@@ -321,33 +326,33 @@ class _ToIR(Transformer):
 
     # top level
     def start(self, meta, items):
-        return ir.Spec(items=tuple(items), filename=self.filename, span=self._span(meta))
+        return ir.Spec.model_construct(items=tuple(items), filename=self.filename, span=self._span(meta))
 
     def use(self, meta, c):
-        return ir.Use(path=_unquote(c[0]), alias=str(c[1]), span=self._span(meta))
+        return ir.Use.model_construct(path=_unquote(c[0]), alias=str(c[1]), span=self._span(meta))
 
     def block_pipe(self, meta, c):
         name, params, pipe = c
-        return ir.Block(name=str(name), params=params or (), pipe=pipe, has_parens=params is not None,
+        return ir.Block.model_construct(name=str(name), params=params or (), pipe=pipe, has_parens=params is not None,
                         span=self._span(meta))
 
     def block_body(self, meta, c):
         name, params, body = c
-        return ir.Block(name=str(name), params=params or (), body=body, has_parens=params is not None,
+        return ir.Block.model_construct(name=str(name), params=params or (), body=body, has_parens=params is not None,
                         span=self._span(meta))
 
     def params(self, meta, c):
         return tuple(p for p in c if p is not None)
 
     def param(self, meta, c):
-        return ir.Param(name=str(c[0]), default=c[1], span=self._span(meta))
+        return ir.Param.model_construct(name=str(c[0]), default=c[1], span=self._span(meta))
 
     def shared(self, meta, c):
-        return ir.Shared(frozen=c[0] is not None, name=str(c[1]), pipe=c[2], span=self._span(meta))
+        return ir.Shared.model_construct(frozen=c[0] is not None, name=str(c[1]), pipe=c[2], span=self._span(meta))
 
     def network(self, meta, c):
         name, *inputs, body = c
-        return ir.Network(name=str(name), inputs=tuple(i for i in inputs if i is not None), body=body,
+        return ir.Network.model_construct(name=str(name), inputs=tuple(i for i in inputs if i is not None), body=body,
                           span=self._span(meta))
 
     def input(self, meta, c):
@@ -361,23 +366,23 @@ class _ToIR(Transformer):
         if not dims:
             raise self._error("a shape needs at least one dimension", shape.span,
                               hint="shapes leave out the batch dimension, e.g. [1, 8, 8]")
-        return ir.Input(name=str(name), shape=tuple(dims), span=self._span(meta))
+        return ir.Input.model_construct(name=str(name), shape=tuple(dims), span=self._span(meta))
 
     def body(self, meta, c):
         return tuple(c)
 
     def binding(self, meta, c):
         mod, name, chain = c
-        return ir.Binding(modifier=str(mod) if mod else None, name=str(name), chain=_as_chain(chain),
+        return ir.Binding.model_construct(modifier=str(mod) if mod else None, name=str(name), chain=_as_chain(chain),
                           span=self._span(meta))
 
     def skips(self, meta, c):
         args = c[-1] or ()
         names = tuple(str(n) for n in c[:-1])
-        return ir.Skips(nodes=names, args=args, span=self._span(meta))
+        return ir.Skips.model_construct(nodes=names, args=args, span=self._span(meta))
 
     def return_(self, meta, c):
-        return ir.Return(names=tuple(str(n) for n in c), span=self._span(meta))
+        return ir.Return.model_construct(names=tuple(str(n) for n in c), span=self._span(meta))
 
     # chains and values
     def chain(self, meta, c):
@@ -385,11 +390,11 @@ class _ToIR(Transformer):
         if not elements:
             return source
         if isinstance(source, ir.Chain) and source.source is not None:  # (a -> b) -> c
-            return ir.Chain(source=source.source, elements=source.elements + tuple(elements), span=self._span(meta))
-        return ir.Chain(source=source, elements=tuple(elements), span=self._span(meta))
+            return ir.Chain.model_construct(source=source.source, elements=source.elements + tuple(elements), span=self._span(meta))
+        return ir.Chain.model_construct(source=source, elements=tuple(elements), span=self._span(meta))
 
     def pipe(self, meta, c):
-        return ir.Chain(source=None, elements=tuple(c), span=self._span(meta))
+        return ir.Chain.model_construct(source=None, elements=tuple(c), span=self._span(meta))
 
     def modifier(self, meta, c):
         return str(c[0])
@@ -401,50 +406,50 @@ class _ToIR(Transformer):
 
     def element(self, meta, c):
         mod, target = c
-        return ir.Element(target=target, modifier=str(mod) if mod else None, span=self._span(meta))
+        return ir.Element.model_construct(target=target, modifier=str(mod) if mod else None, span=self._span(meta))
 
     def in_(self, meta, c):
-        return ir.In(span=self._span(meta))
+        return ir.In.model_construct(span=self._span(meta))
 
     def call(self, meta, c):
-        return ir.Call(ref=c[0], args=c[1], span=self._span(meta))
+        return ir.Call.model_construct(ref=c[0], args=c[1], span=self._span(meta))
 
     def call_args(self, meta, c):
         return tuple(a for a in c if a is not None)
 
     def arg(self, meta, c):
         name, value = c
-        return ir.Arg(name=str(name) if name is not None else None, value=value, span=self._span(meta))
+        return ir.Arg.model_construct(name=str(name) if name is not None else None, value=value, span=self._span(meta))
 
     def ref(self, meta, c):
-        return ir.Ref(parts=tuple(str(t) for t in c), span=self._span(meta))
+        return ir.Ref.model_construct(parts=tuple(str(t) for t in c), span=self._span(meta))
 
     def range(self, meta, c):
-        return ir.Range(start=c[0], end=str(c[1]), span=self._span(meta))
+        return ir.Range.model_construct(start=c[0], end=str(c[1]), span=self._span(meta))
 
     def list(self, meta, c):
-        return ir.ListValue(items=tuple(x for x in c if x is not None), span=self._span(meta))
+        return ir.ListValue.model_construct(items=tuple(x for x in c if x is not None), span=self._span(meta))
 
     def number(self, meta, c):
         text = str(c[0])
         value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
-        return ir.Number(value=value, text=text, span=self._span(meta))
+        return ir.Number.model_construct(value=value, text=text, span=self._span(meta))
 
     def string(self, meta, c):
-        return ir.String(value=_unquote(str(c[0])), span=self._span(meta))
+        return ir.String.model_construct(value=_unquote(str(c[0])), span=self._span(meta))
 
     def true(self, meta, c):
-        return ir.Bool(value=True, span=self._span(meta))
+        return ir.Bool.model_construct(value=True, span=self._span(meta))
 
     def false(self, meta, c):
-        return ir.Bool(value=False, span=self._span(meta))
+        return ir.Bool.model_construct(value=False, span=self._span(meta))
 
     # match and train
     def match(self, meta, c):
         pairs, weighting = c
         if isinstance(pairs, tuple) and pairs and pairs[0] == "product":
-            return ir.Match(product=pairs[1], weighting=weighting, span=self._span(meta))
-        return ir.Match(pairs=pairs, weighting=weighting, span=self._span(meta))
+            return ir.Match.model_construct(product=pairs[1], weighting=weighting, span=self._span(meta))
+        return ir.Match.model_construct(pairs=pairs, weighting=weighting, span=self._span(meta))
 
     def pairs(self, meta, c):
         return tuple(c)
@@ -463,21 +468,21 @@ class _ToIR(Transformer):
         return ("product", (sides[0], sides[1]))
 
     def pair(self, meta, c):
-        return ir.Pair(source=c[0], target=c[1], span=self._span(meta))
+        return ir.Pair.model_construct(source=c[0], target=c[1], span=self._span(meta))
 
     def weighting(self, meta, c):
         ref, args = c
-        return ref if args is None else ir.Call(ref=ref, args=args, span=self._span(meta))
+        return ref if args is None else ir.Call.model_construct(ref=ref, args=args, span=self._span(meta))
 
     def train(self, meta, c):
         *names, settings = c
-        return ir.Train(networks=tuple(str(n) for n in names), settings=settings, span=self._span(meta))
+        return ir.Train.model_construct(networks=tuple(str(n) for n in names), settings=settings, span=self._span(meta))
 
     def settings(self, meta, c):
         return tuple(c)
 
     def setting(self, meta, c):
-        return ir.Setting(key=str(c[0]), value=c[1], span=self._span(meta))
+        return ir.Setting.model_construct(key=str(c[0]), value=c[1], span=self._span(meta))
 
 
 
@@ -485,4 +490,4 @@ class _ToIR(Transformer):
 def _as_chain(value) -> ir.Chain:
     if isinstance(value, ir.Chain):
         return value
-    return ir.Chain(source=value, elements=(), span=value.span)
+    return ir.Chain.model_construct(source=value, elements=(), span=value.span)

@@ -12,6 +12,7 @@ Passes, in order, each a function of what the earlier ones produced:
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -52,7 +53,13 @@ def read(path: str | os.PathLike) -> ir.Spec:
 
 def check(spec: ir.Spec) -> Checked:
     """Run every pass; raise a CheckError listing all independent errors."""
-    return _check(spec, ())
+    collecting = gc.isenabled()
+    gc.disable()  # many small acyclic objects: the collector's passes would only cost time
+    try:
+        return _check(spec, ())
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def expand(spec: ir.Spec) -> ir.Spec:

@@ -4,8 +4,13 @@ exception from inside the parser or checker) is a bug.
 
 Inputs: (a) random text over the language's characters plus junk, (b) sequences of language
 tokens, (c) token-level mutations of the example specs in specs/digits, (d) chains of built-in
-ops with arbitrary arguments, (e) mutations of valid generated specs. The runs are
-deterministic (`derandomize=True`) and take about half a minute in all.
+ops with arbitrary arguments, (e) mutations of valid generated specs, (f) templates and shared
+modules that use each other, (g) deep nesting. The runs are deterministic (`derandomize=True`)
+and take about half a minute in all.
+
+(f) and (g) are strict xfails: they find RecursionErrors (known defects). Each starts with the
+minimal failing input that Hypothesis shrank to, as an explicit example; when the defect is
+fixed the generated inputs run too, and the xfail mark must go.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 import assembler
@@ -27,8 +32,9 @@ SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 EXAMPLES = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.net"))}
 
 
-def fuzz_settings(n: int):
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
+def fuzz_settings(n: int, shrink: bool = True):
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(max_examples=n, deadline=None, derandomize=True, database=None, phases=phases,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 
@@ -42,16 +48,26 @@ def workdir(tmp_path_factory) -> Path:
     return d
 
 
+class Recursion(AssertionError):
+    """A RecursionError, re-raised from one place so that Hypothesis sees one failure (the
+    original's innermost frame varies with the input, which Hypothesis would call flaky)."""
+
+
 def front_end(text: str, filename: str = "<fuzz>") -> None:
     """Parse and check; a SpecError is a fine answer, and it must render."""
+    recursed = False
     try:
         spec = assembler.parse(text, filename)
         assembler.check(spec)
+    except RecursionError:
+        recursed = True
     except SpecError as e:
         rendered = e.render()
         assert isinstance(rendered, str) and rendered
         assert e.diagnostics and all(d.message for d in e.diagnostics)
         assert str(e) == rendered
+    if recursed:
+        raise Recursion("RecursionError: maximum recursion depth exceeded")
 
 
 def front_end_file(text: str, folder: Path, name: str = "mutant.net") -> None:
@@ -264,3 +280,65 @@ def test_mutated_generated_specs(data):
     text = assembler.format(spec)
     front_end(text)  # valid as generated
     front_end(data.draw(mutated(tokenize(text), max_edits=3), label="mutant"))
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) templates and shared modules that use each other
+
+
+_DEFS = ["t0", "t1", "s0", "s1"]
+_LEAVES = ["relu", "conv(4, 3, pad=1)", "batchnorm", "maxpool(2)", "gap", "linear(3)", "identity"]
+
+
+@st.composite
+def definition_graphs(draw) -> str:
+    """Templates t0, t1 and shared modules s0, s1 whose pipes name ops and each other."""
+    element = st.sampled_from(_LEAVES + _DEFS + ["frozen s0", "trainable t1", "copy(a.y)"])
+    lines = []
+    for name in _DEFS:
+        pipe = " -> ".join(draw(st.lists(element, min_size=1, max_size=3)))
+        lines.append(f"{'block' if name[0] == 't' else draw(st.sampled_from(['shared', 'frozen shared']))} "
+                     f"{name} = {pipe}")
+    lines.append("network a(x: [2, 8, 8]) {\n    y = x -> relu\n    return y\n}")
+    used = " -> ".join(draw(st.lists(st.sampled_from(_DEFS + _LEAVES[:4]), min_size=1, max_size=3)))
+    lines.append(f"network n(x: [2, 8, 8]) {{\n    y = x -> {used}\n    return y\n}}")
+    return "\n".join(draw(st.permutations(lines))) + "\n"
+
+
+@pytest.mark.xfail(strict=True, raises=Recursion,
+                   reason="a shared module that uses itself (`shared s0 = s0`, or s0 -> s1 -> s0) recurses "
+                          "without end in lower.Lowerer.shared: RecursionError instead of a SpecError")
+@fuzz_settings(150, shrink=False)  # the minimal failing input found by shrinking comes first:
+@given(definition_graphs())
+@example("shared s0 = s0\nnetwork n(x: [2, 8, 8]) {\n    y = x -> s0\n    return y\n}\n")
+def test_definition_graphs(text):
+    front_end(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) deep nesting
+
+
+@st.composite
+def nested(draw) -> str:
+    # depths well away from where Python's recursion limit bites (some 400 levels today), so
+    # that a failure does not depend on how deep the test's own stack is
+    depth = draw(st.sampled_from([1, 2, 10, 50, 100, 150, 2000]))
+    kind = draw(st.sampled_from(["parens", "list", "merge"]))
+    if kind == "parens":
+        body = "(" * depth + "x" + ")" * depth
+    elif kind == "list":
+        body = "x -> conv(" + "[" * depth + "1" + "]" * depth + ", 3)"
+    else:
+        body = "add(" * depth + "x" + ", x)" * depth
+    return f"network n(x: [1, 8, 8]) {{\n    y = {body}\n    return y\n}}\n"
+
+
+@pytest.mark.xfail(strict=True, raises=Recursion,
+                   reason="2,000 nested parentheses, lists or merges raise RecursionError in the "
+                          "parse-tree transformer (lark's recursive Transformer) instead of a SpecError")
+@fuzz_settings(30, shrink=False)  # the minimal failing input found by shrinking comes first:
+@given(nested())
+@example("network n(x: [1, 8, 8]) {\n    y = " + "(" * 2000 + "x" + ")" * 2000 + "\n    return y\n}\n")
+def test_deep_nesting(text):
+    front_end(text)

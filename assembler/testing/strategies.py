@@ -35,6 +35,7 @@ Numbers are built as `ir.Number(value=...)` with no `text`; no node carries a sp
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from ..ops import builtin_names
 from ..parser import KEYWORDS
 
 __all__ = [
-    "Invalid", "NetInfo", "RESERVED", "SIGNATURES", "Tracker", "names", "networks", "op_shape", "specs",
+    "AVOIDED", "Invalid", "NetInfo", "RESERVED", "SIGNATURES", "Tracker", "names", "networks", "op_shape", "specs",
     "specs_with_shapes",
 ]
 
@@ -56,6 +57,18 @@ Shape = tuple[int, ...]
 #: Names a generated spec never uses for a template, shared module, network, input, binding
 #: or parameter: the language's keywords and the built-in op, merge and special names.
 RESERVED: frozenset[str] = frozenset(KEYWORDS) | builtin_names()
+
+#: Valid constructs the strategies leave out because the checker mishandles them today; each
+#: is reproduced by an `xfail(strict=True)` test in tests/test_strategies.py. Remove an entry
+#: (and the guard that names it) once the bug is fixed.
+AVOIDED: dict[str, str] = {
+    "template-return-read-later": "a template body returning a binding that later body statements read: "
+                                  "lowering renames the returned node and leaves its readers dangling",
+    "copy-of-shared": "copy(...) of a binding that uses a shared module: the copied modules' keys collide",
+    "definition-refs-out-of-order": "a template or shared module that refers to another network's binding, "
+                                    "with the networks out of dependency order: the checker orders networks "
+                                    "by the references in their bodies only",
+}
 
 # Size limits that keep generated networks small enough to compile and run quickly.
 MAX_CHANNELS = 32
@@ -211,6 +224,7 @@ class NetInfo:
     inputs: dict[str, Shape]
     shapes: dict[str, Shape]  # inputs and bindings, in definition order
     reads: dict[str, tuple[str, ...]]  # binding -> the distinct inputs/bindings it reads (after skips)
+    uses_shared: set[str] = field(default_factory=set)  # bindings that use a shared module somewhere
 
 
 @dataclass
@@ -376,6 +390,34 @@ class Tracker:
         return s
 
 
+    def uses_shared(self, e) -> bool:
+        """Whether a chain, element or definition uses a shared module (through anything)."""
+        if isinstance(e, ir.Chain):
+            return (e.source is not None and self.uses_shared(e.source)) or any(
+                self.uses_shared(x) for x in e.elements)
+        if isinstance(e, ir.Element):
+            return self.uses_shared(e.target)
+        if isinstance(e, ir.Call):
+            if e.ref.parts[0] in _MERGES or e.ref.parts == ("copy",):
+                return any(self.uses_shared(a.value) for a in e.args)
+            return self.uses_shared(e.ref)
+        if isinstance(e, ir.Range):
+            net = self.nets[e.start.parts[0]]
+            return any(b in net.uses_shared for b in self.path(net, e.start.parts[1], e.end))
+        if isinstance(e, ir.Ref):
+            if len(e.parts) == 2 and e.parts[0] in self.nets:
+                return e.parts[1] in self.nets[e.parts[0]].uses_shared
+            name = e.parts[0]
+            if name in self.shared:
+                return True
+            block = self.templates.get(name)
+            if block is not None:
+                stmts = [block.pipe] if block.pipe is not None else [b.chain for b in block.body or ()
+                                                                      if isinstance(b, ir.Binding)]
+                return any(self.uses_shared(c) for c in stmts)
+        return False
+
+
 def chain_reads(chain) -> tuple[str, ...]:
     """The distinct outside names a network chain reads, in order of first appearance."""
     out: list[str] = []
@@ -447,6 +489,11 @@ def _path_expr(source, elements) -> ir.Node:
     return ir.Chain(source=source, elements=tuple(elements)) if elements else source
 
 
+@functools.lru_cache(maxsize=None)
+def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -466,6 +513,7 @@ class _Gen:
         self.current: str | None = None  # the network being generated
         self._tmpl_args: dict[str, dict[str, Any]] = {}  # template -> its arguments where it was made
         self._tmpl_scope: list[set[str]] = []  # local names of the templates being generated
+        self.refs_in_definitions = False  # a template or shared module refers to a network's binding
 
     # -- draws -----------------------------------------------------------------------------------
 
@@ -474,10 +522,12 @@ class _Gen:
         return self.draw(st.integers(0, 99)) >= 100 - round(100 * p)
 
     def pick(self, seq):
-        return self.draw(st.sampled_from(list(seq)))
+        """One item of `seq`; shrinks to the first."""
+        seq = list(seq)
+        return seq[self.integer(0, len(seq) - 1)] if len(seq) > 1 else seq[0]
 
     def integer(self, lo: int, hi: int) -> int:
-        return self.draw(st.integers(lo, hi))
+        return lo if lo == hi else self.draw(_integers(lo, hi))
 
     # -- names -----------------------------------------------------------------------------------
 
@@ -657,12 +707,16 @@ class _Gen:
                 kinds += ["shared"] * 3
             if where == "net":
                 kinds += ["new_shared"]
-            if where == "net":
-                if self.ref_candidates(s):
-                    kinds += ["ref", "ref", "copy"]
-                if self.range_candidates(s):
-                    kinds += ["range"]
+            refs = self.ref_candidates(s)
+            if refs:
+                kinds += ["ref", "ref"] if where == "net" else ["ref"]
+            if self.ref_candidates(s, copy=True):
+                kinds += ["copy"]
+            if self.range_candidates(s):
+                kinds += ["range"]
         kind = self.pick(kinds)
+        if kind in ("ref", "copy", "range") and where != "net":
+            self.refs_in_definitions = True
         target = None
         if kind == "template":
             target = self.use_template(s)
@@ -677,14 +731,14 @@ class _Gen:
         elif kind == "new_shared":
             target = self.new_shared(s, depth)
         elif kind in ("ref", "copy"):
-            net, b = self.pick(self.ref_candidates(s))
+            net, b = self.pick(self.ref_candidates(s, copy=kind == "copy"))
             target = ir.Ref(parts=(net, b))
             if kind == "copy":
                 target = ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),))
         elif kind == "range":
             net, a, b = self.pick(self.range_candidates(s))
             target = ir.Range(start=ir.Ref(parts=(net, a)), end=b)
-            if self.chance(0.3):
+            if self.chance(0.3) and not self.t.uses_shared(target):  # AVOIDED: copy-of-shared
                 target = ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),))
         if target is None:
             target = self.draw_op(s, preserve)
@@ -702,9 +756,10 @@ class _Gen:
             els.append(el)
         return els, s
 
-    def ref_candidates(self, s: Shape) -> list[tuple[str, str]]:
+    def ref_candidates(self, s: Shape, copy: bool = False) -> list[tuple[str, str]]:
+        """Bindings of finished networks usable as an element on shape `s`."""
         return [(n.name, b) for n in self.t.nets.values() for b, r in n.reads.items()
-                if len(r) == 1 and n.shapes[r[0]] == s]
+                if len(r) == 1 and n.shapes[r[0]] == s and not (copy and b in n.uses_shared)]
 
     def range_candidates(self, s: Shape) -> list[tuple[str, str, str]]:
         out = []
@@ -780,7 +835,12 @@ class _Gen:
             env[bname] = self.t.chain(chain, env, self.params_now())
             stmts.append(ir.Binding(name=bname, chain=chain, modifier=self.pick(_BINDING_MODIFIERS)))
         names_ = [n for n in env if n != "in"]
-        ret = names_[-1] if self.chance(0.8) else self.pick(names_)
+        ret = names_[-1]
+        if self.chance(0.2):
+            # A body binding that later statements read is not returned: the checker mislinks
+            # such graphs (see AVOIDED below).
+            later = [set(chain_reads(b.chain)) for b in stmts]
+            ret = self.pick([n for i, n in enumerate(names_) if not any(n in r for r in later[i + 1:])])
         return tuple(stmts) + (ir.Return(names=(ret,)),)
 
     # -- shared modules --------------------------------------------------------------------------
@@ -899,12 +959,15 @@ class _Gen:
             inputs.append(ir.Input(name=self.local_name(scope), shape=self.input_shape()))
         env: dict[str, Shape] = {i.name: i.shape for i in inputs}
         reads: dict[str, tuple[str, ...]] = {}
+        uses_shared: set[str] = set()
         body: list = []
         for _ in range(self.integer(1, self.max_bindings)):
             bname = self.local_name(scope)
             chain = self.chain(env, "net")
             s = self.t.chain(chain, env, {})
             reads[bname] = chain_reads(chain)
+            if self.t.uses_shared(chain):
+                uses_shared.add(bname)
             env[bname] = s
             body.append(ir.Binding(name=bname, chain=chain, modifier=self.pick(_BINDING_MODIFIERS)))
         bindings = [b.name for b in body]
@@ -916,7 +979,8 @@ class _Gen:
         if skips is not None:
             body.insert(len(body) - (1 if self.chance(0.7) else 0), skips)
         self.networks.append(ir.Network(name=name, inputs=tuple(inputs), body=tuple(body)))
-        self.t.nets[name] = NetInfo(name=name, inputs={i.name: i.shape for i in inputs}, shapes=env, reads=reads)
+        self.t.nets[name] = NetInfo(name=name, inputs={i.name: i.shape for i in inputs}, shapes=env, reads=reads,
+                                    uses_shared=uses_shared)
         self.current = None
 
     def skips(self, inputs, env, reads) -> ir.Skips | None:
@@ -1023,7 +1087,8 @@ class _Gen:
         self.matches()
         self.trains()
         nets = list(self.networks)
-        if len(nets) > 1 and self.chance(0.2):  # networks that refer to ones defined below them
+        # Networks that refer to ones defined below them (AVOIDED: definition-refs-out-of-order).
+        if len(nets) > 1 and not self.refs_in_definitions and self.chance(0.2):
             nets = self.draw(st.permutations(nets))
         items = list(self.defs) + nets + self.extra
         if self.chance(0.1):  # templates and shared modules after their uses
