@@ -246,3 +246,20 @@ def test_cli_deep_nesting(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as info:
         run()
     assert info.value.code == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths in `use` that the operating system refuses
+
+
+@pytest.mark.xfail(strict=True, reason="the path reaches pathlib unchecked: a Python exception, not a SpecError")
+@pytest.mark.parametrize("path, error", [
+    ("a\\x00b", "ValueError: embedded null byte"),
+    ("a" * 300, "OSError: [Errno 36] File name too long"),
+    ("\\ud800", "UnicodeEncodeError: surrogates not allowed"),
+], ids=["null-byte", "name-too-long", "surrogate"])
+def test_bad_use_path_is_a_spec_error(path, error, tmp_path):
+    text = f'use "{path}" as p\n\nnetwork n(x: [1, 8, 8]) {{\n    y = x -> relu\n    return y\n}}\n'
+    with pytest.raises(SpecError) as info:
+        assembler.check(assembler.parse(text, str(tmp_path / "bad_use.net")))
+    assert info.value.line == 1

@@ -342,3 +342,23 @@ def nested(draw) -> str:
 @example("network n(x: [1, 8, 8]) {\n    y = " + "(" * 2000 + "x" + ")" * 2000 + "\n    return y\n}\n")
 def test_deep_nesting(text):
     front_end(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# (h) paths in `use`
+
+
+_PATH_PIECES = ["source.net", "tailor.net", "mutant.net", "spec.net", "nope.net", ".", "..", "/", "~", "é",
+                "\\\\", "\\t", "\\x00", "\\ud800", "a" * 300]
+
+
+@pytest.mark.xfail(strict=True, raises=(ValueError, OSError, UnicodeError),
+                   reason="a path with a NUL byte, a too long name or a lone surrogate reaches pathlib "
+                          "unchecked in resolve.load_imports: ValueError / OSError / UnicodeEncodeError")
+@settings(max_examples=200, deadline=None, derandomize=True, database=None, report_multiple_bugs=False)
+@given(pieces=st.lists(st.sampled_from(_PATH_PIECES), max_size=4))
+@example(pieces=["\\x00"])
+def test_use_paths(pieces, workdir):
+    path = "".join(pieces)
+    front_end_file(f'use "{path}" as p\nnetwork n(x: [1, 8, 8]) {{\n    y = x -> p.c1\n    return y\n}}\n',
+                   workdir)

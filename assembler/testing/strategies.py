@@ -514,6 +514,7 @@ class _Gen:
         self._tmpl_args: dict[str, dict[str, Any]] = {}  # template -> its arguments where it was made
         self._tmpl_scope: list[set[str]] = []  # local names of the templates being generated
         self.refs_in_definitions = False  # a template or shared module refers to a network's binding
+        self.first_element = False  # the next element is a network's first one
 
     # -- draws -----------------------------------------------------------------------------------
 
@@ -703,17 +704,24 @@ class _Gen:
                 kinds += ["template"] * 2
             if depth < 2:
                 kinds += ["new_template"]
-            if any(ins == s for _, ins in self.t.shared.values()):
-                kinds += ["shared"] * 3
+            usable = [n for n, (_, ins) in self.t.shared.items() if ins == s]
+            if usable:
+                kinds += ["shared"] * 5
             if where == "net":
                 kinds += ["new_shared"]
             refs = self.ref_candidates(s)
             if refs:
-                kinds += ["ref", "ref"] if where == "net" else ["ref"]
+                kinds += ["ref"] * 3 if where == "net" else ["ref"]
             if self.ref_candidates(s, copy=True):
-                kinds += ["copy"]
+                kinds += ["copy"] * 2
             if self.range_candidates(s):
-                kinds += ["range"]
+                kinds += ["range"] * 2
+        if self.first_element and where == "net" and not preserve:
+            # A network's first element: often a module or binding that other networks use too.
+            self.first_element = False
+            linked = sorted(set(kinds) & {"shared", "new_shared", "ref", "copy", "range"})
+            if self.chance(0.6):
+                kinds = linked
         kind = self.pick(kinds)
         if kind in ("ref", "copy", "range") and where != "net":
             self.refs_in_definitions = True
@@ -738,7 +746,7 @@ class _Gen:
         elif kind == "range":
             net, a, b = self.pick(self.range_candidates(s))
             target = ir.Range(start=ir.Ref(parts=(net, a)), end=b)
-            if self.chance(0.3) and not self.t.uses_shared(target):  # AVOIDED: copy-of-shared
+            if self.chance(0.5) and not self.t.uses_shared(target):  # AVOIDED: copy-of-shared
                 target = ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),))
         if target is None:
             target = self.draw_op(s, preserve)
@@ -961,6 +969,7 @@ class _Gen:
         reads: dict[str, tuple[str, ...]] = {}
         uses_shared: set[str] = set()
         body: list = []
+        self.first_element = True
         for _ in range(self.integer(1, self.max_bindings)):
             bname = self.local_name(scope)
             chain = self.chain(env, "net")
@@ -974,7 +983,7 @@ class _Gen:
         ret = [bindings[-1]] if self.chance(0.7) else [self.pick(bindings)]
         if len(bindings) > 1 and self.chance(0.3):
             ret.append(self.pick([b for b in bindings if b != ret[0]]))
-        skips = self.skips(inputs, env, reads) if self.chance(0.3) else None
+        skips = self.skips(inputs, env, reads) if self.chance(0.35) else None
         body.append(ir.Return(names=tuple(ret)))
         if skips is not None:
             body.insert(len(body) - (1 if self.chance(0.7) else 0), skips)
@@ -993,7 +1002,7 @@ class _Gen:
                 continue
             ok = all(env[p][1] % s[1] == 0 and env[p][2] % s[2] == 0 and env[p][1] // s[1] == env[p][2] // s[2]
                      for p in chosen[-window:])
-            if ok and self.chance(0.6):
+            if ok and self.chance(0.8):
                 chosen.append(name)
         if len(chosen) < 2:
             return None
@@ -1001,7 +1010,7 @@ class _Gen:
             extra = tuple(p for p in chosen[max(0, l - window):l] if p not in reads[chosen[l]])
             reads[chosen[l]] = reads[chosen[l]] + extra
         args = () if k is None else (ir.Arg(name="k", value=ir.Number(value=k)),)
-        if self.chance(0.3):
+        if self.chance(0.4):
             args += (ir.Arg(name="proxy", value=ir.Ref(parts=(self.proxy_template(),))),)
         return ir.Skips(nodes=tuple(chosen), args=args)
 
@@ -1035,7 +1044,7 @@ class _Gen:
 
     def matches(self) -> None:
         points = [(n.name, b, n.shapes[b]) for n in self.t.nets.values() for b in n.reads]
-        if len(self.t.nets) < 2 or not self.chance(0.3):
+        if len(self.t.nets) < 2 or not self.chance(0.5):
             return
         a = self.pick(points)
         others = [p for p in points if p[0] != a[0]]
@@ -1088,8 +1097,8 @@ class _Gen:
         self.trains()
         nets = list(self.networks)
         # Networks that refer to ones defined below them (AVOIDED: definition-refs-out-of-order).
-        if len(nets) > 1 and not self.refs_in_definitions and self.chance(0.2):
-            nets = self.draw(st.permutations(nets))
+        if len(nets) > 1 and not self.refs_in_definitions and self.chance(0.4):
+            nets = nets[::-1] if self.chance(0.5) else self.draw(st.permutations(nets))
         items = list(self.defs) + nets + self.extra
         if self.chance(0.1):  # templates and shared modules after their uses
             items = nets + list(self.defs) + self.extra
