@@ -314,6 +314,8 @@ def train(file, network, out, sets, resume, quiet):
     if dist.rank() != 0:
         return
     for name, history in results.items():
+        if network is not None and name != network:
+            continue
         last = history[-1] if history else {}
         acc = last.get("test_accuracy")
         where = out if network else out / name

@@ -437,6 +437,19 @@ def chain_reads(chain) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _refs(nodes):
+    """Every `ir.Ref` and range start inside some IR nodes."""
+    for node in nodes:
+        if isinstance(node, ir.Range):
+            yield node.start
+        elif isinstance(node, ir.Ref):
+            yield node
+        elif isinstance(node, ir.Node):
+            for name in type(node).model_fields:
+                value = getattr(node, name)
+                yield from _refs(value if isinstance(value, tuple) else (value,))
+
+
 def _fits(s: Shape) -> bool:
     if len(s) == 3:
         return s[0] <= MAX_CHANNELS and s[1] <= MAX_SPATIAL and s[2] <= MAX_SPATIAL
@@ -513,7 +526,6 @@ class _Gen:
         self.current: str | None = None  # the network being generated
         self._tmpl_args: dict[str, dict[str, Any]] = {}  # template -> its arguments where it was made
         self._tmpl_scope: list[set[str]] = []  # local names of the templates being generated
-        self.refs_in_definitions = False  # a template or shared module refers to a network's binding
         self.first_element = False  # the next element is a network's first one
 
     # -- draws -----------------------------------------------------------------------------------
@@ -723,8 +735,6 @@ class _Gen:
             if self.chance(0.6):
                 kinds = linked
         kind = self.pick(kinds)
-        if kind in ("ref", "copy", "range") and where != "net":
-            self.refs_in_definitions = True
         target = None
         if kind == "template":
             target = self.use_template(s)
@@ -1043,32 +1053,30 @@ class _Gen:
     # -- matches and train sections ----------------------------------------------------------------
 
     def matches(self) -> None:
+        """Sometimes a `match` statement between bindings of two networks."""
         points = [(n.name, b, n.shapes[b]) for n in self.t.nets.values() for b in n.reads]
-        if len(self.t.nets) < 2 or not self.chance(0.5):
+        pairs = [(a, b) for a in points for b in points if a[0] != b[0]]
+        equal = [(a, b) for a, b in pairs if a[2] == b[2]]
+        maps = [(a, b) for a, b in pairs if len(a[2]) == 3 and len(b[2]) == 3]
+        if not (equal or maps) or not self.chance(0.5):
             return
-        a = self.pick(points)
-        others = [p for p in points if p[0] != a[0]]
-        same = [p for p in others if p[2] == a[2]]
-        maps = [p for p in others if len(p[2]) == 3]
-        if same and self.chance(0.5):
-            pairs = [(a, self.pick(same))]
-            if self.chance(0.3):
-                pairs.append((self.pick(same), a))
-            self.extra.append(ir.Match(pairs=tuple(ir.Pair(source=ir.Ref(parts=x[:2]), target=ir.Ref(parts=y[:2]))
-                                                   for x, y in pairs), weighting=ir.Ref(parts=("l2",))))
-        elif len(a[2]) == 3 and maps:
-            weighting = self.pick(["fitnet", "attention", "meta", "meta()"])
-            w = ir.Ref(parts=(weighting,)) if weighting != "meta()" else ir.Call(
-                ref=ir.Ref(parts=("meta",)), args=(ir.Arg(name="hidden", value=ir.Number(value=self.integer(0, 8))),))
-            left = [a] + [p for p in points if p[0] == a[0] and len(p[2]) == 3 and p != a and self.chance(0.3)]
-            right = [self.pick(maps)]
-            if self.chance(0.5):
-                self.extra.append(ir.Match(product=(tuple(ir.Ref(parts=x[:2]) for x in left),
-                                                    tuple(ir.Ref(parts=x[:2]) for x in right)), weighting=w))
-            else:
-                self.extra.append(ir.Match(pairs=tuple(ir.Pair(source=ir.Ref(parts=x[:2]),
-                                                               target=ir.Ref(parts=right[0][:2])) for x in left),
-                                           weighting=w))
+        ref = lambda p: ir.Ref(parts=p[:2])  # noqa: E731
+        if equal and (not maps or self.chance(0.5)):
+            chosen = [self.pick(equal)]
+            if len(equal) > 1 and self.chance(0.3):
+                chosen.append(self.pick(equal))
+            self.extra.append(ir.Match(pairs=tuple(ir.Pair(source=ref(a), target=ref(b)) for a, b in chosen),
+                                       weighting=ir.Ref(parts=("l2",))))
+            return
+        a, b = self.pick(maps)
+        weighting = self.pick(["fitnet", "attention", "meta", "meta()"])
+        w = ir.Ref(parts=(weighting,)) if weighting != "meta()" else ir.Call(
+            ref=ir.Ref(parts=("meta",)), args=(ir.Arg(name="hidden", value=ir.Number(value=self.integer(0, 8))),))
+        left = [a] + [p for p in points if p[0] == a[0] and len(p[2]) == 3 and p != a and self.chance(0.3)]
+        if self.chance(0.5):
+            self.extra.append(ir.Match(product=(tuple(ref(x) for x in left), (ref(b),)), weighting=w))
+        else:
+            self.extra.append(ir.Match(pairs=tuple(ir.Pair(source=ref(x), target=ref(b)) for x in left), weighting=w))
 
     def trains(self) -> None:
         for net in self.networks:
@@ -1088,6 +1096,32 @@ class _Gen:
                 settings.append(ir.Setting(key="seed", value=ir.Number(value=self.integer(0, 9))))
             self.extra.append(ir.Train(networks=(net.name,), settings=tuple(settings)))
 
+    def definition_order(self, nets: list[ir.Network]) -> list[ir.Network]:
+        """`nets` as close to their order as can be while every network comes after the networks
+        that the templates and shared modules it uses refer to (AVOIDED: definition-refs-out-of-order)."""
+        defs = {**self.t.templates, **{n: sh for n, (sh, _) in self.t.shared.items()}}
+        memo: dict[str, set[str]] = {}
+
+        def deps(name: str) -> set[str]:
+            if name not in memo:
+                memo[name] = set()
+                for r in _refs([defs[name]]):
+                    if len(r.parts) == 2 and r.parts[0] in self.t.nets:
+                        memo[name].add(r.parts[0])
+                    elif len(r.parts) == 1 and r.parts[0] in defs and r.parts[0] != name:
+                        memo[name] |= deps(r.parts[0])
+            return memo[name]
+
+        after = {n.name: set().union(*[deps(r.parts[0]) for r in _refs([n]) if len(r.parts) == 1 and
+                                        r.parts[0] in defs]) - {n.name} for n in nets}
+        out: list[ir.Network] = []
+        placed: set[str] = set()
+        while len(out) < len(nets):
+            net = next(n for n in nets if n.name not in placed and after[n.name] <= placed)
+            out.append(net)
+            placed.add(net.name)
+        return out
+
     # -- the spec ----------------------------------------------------------------------------------
 
     def spec(self, n_networks: int) -> tuple[ir.Spec, dict[str, dict[str, Shape]]]:
@@ -1097,8 +1131,10 @@ class _Gen:
         self.trains()
         nets = list(self.networks)
         # Networks that refer to ones defined below them (AVOIDED: definition-refs-out-of-order).
-        if len(nets) > 1 and not self.refs_in_definitions and self.chance(0.4):
-            nets = nets[::-1] if self.chance(0.5) else self.draw(st.permutations(nets))
+        linked = any(len(r.parts) == 2 and r.parts[0] in self.t.nets for r in _refs(nets))
+        if len(nets) > 1 and self.chance(0.6 if linked else 0.2):
+            nets = nets[::-1] if self.chance(0.6) else self.draw(st.permutations(nets))
+            nets = self.definition_order(nets)
         items = list(self.defs) + nets + self.extra
         if self.chance(0.1):  # templates and shared modules after their uses
             items = nets + list(self.defs) + self.extra

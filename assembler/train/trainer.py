@@ -91,7 +91,7 @@ class Trainer:
     """Trains the networks of one `train` section on a compiled Assembly."""
 
     def __init__(self, asm, section: TrainSection, out: Path | None, *, base_dir: Path,
-                 quiet: bool = False, use_cache: bool = True):
+                 quiet: bool = False, use_cache: bool = True, procedure_factory=None):
         self.asm = asm
         self.section = section
         self.settings = resolved_settings(section)
@@ -108,6 +108,8 @@ class Trainer:
             cls = plugin.resolve()
         except (ImportError, AttributeError):
             cls = None
+        if procedure_factory is not None:
+            cls = procedure_factory
         if cls is None:
             raise TrainError(Diagnostic(
                 f"procedure '{proc['name']}' is registered but not implemented in this version",
@@ -204,8 +206,8 @@ class Trainer:
             while self.state.epoch < epochs:
                 self._epoch(self.state.epoch, epochs, progress)
         extra = self.procedure.finish(self)
-        if extra and self.state.history:
-            self.state.history[-1].update(extra)
+        if extra and not (self.state.history and self.state.history[-1].get("stage") == "final"):
+            self.state.history.append({"epoch": epochs, "stage": "final", **extra})
         if self.out is not None and self.rank == 0:
             self.save(complete=True)
         return self.state.history
