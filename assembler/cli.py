@@ -376,6 +376,33 @@ def _data_flag(text: str) -> dict:
         raise SpecError(Diagnostic(f"--data {text}: {e.diag.message}", "--data", hint=e.diag.hint)) from None
 
 
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=False))
+@click.option("--threshold", "-t", type=float, default=0.05, show_default=True,
+              help="Remove proxies whose gate alpha is below this.")
+@click.option("--blocks", "-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Remove this many pre-trained blocks, those with the smallest alpha.")
+@click.option("--network", "-n", help="The gated network (default: the one the checkpoint trained).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Where to save the pruned checkpoint.")
+def prune(checkpoint, threshold, blocks, network, output):
+    """NetTailor's pruning step alone: drop weak proxies and the k least important blocks,
+    cascading; the result is an ordinary spec with the surviving weights (no fine-tuning)."""
+    from .checkpoint import restore, save
+    from .train.tailor import prune_assembly
+    asm = restore(checkpoint)
+    name = network or (asm.meta.get("train", {}).get("networks") or asm.names)[0]
+    _networks(asm.checked, name)
+    if not any(n.op == "gate" for n in asm.checked.networks[name].nodes):
+        raise SpecError(Diagnostic(f"network '{name}' has no gates to prune", str(checkpoint),
+                                   hint="prune a network trained with gates (skips or gate(...))"))
+    new, removed, items = prune_assembly(asm, name, threshold, blocks, int(asm.meta.get("seed", 0)))
+    save(new, output, settings=asm.meta.get("settings", {}),
+         extra={"pruned_from": str(checkpoint), "pruned": items, "train": {"complete": True, "networks": [name]}})
+    click.echo(f"removed {len(items)} path(s): {', '.join(items) or 'none'}")
+    click.echo(f"{name}: {_fmt_count(asm.checked.params(name))} -> {_fmt_count(new.checked.params(name))} params, "
+               f"{_fmt_flops(asm.checked.flops(name))}FLOPs -> {_fmt_flops(new.checked.flops(name))}FLOPs; saved {output}")
+
+
 def gate_weights(asm) -> dict:
     """Learned gate alphas (and edge lambdas, when recorded in meta.json) of an Assembly."""
     import torch

@@ -180,7 +180,7 @@ EXPECTED = {
 def test_strategies_reach_every_construct():
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=120, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(specs())
     def collect(spec):

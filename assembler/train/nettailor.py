@@ -37,6 +37,7 @@ class GatePath:
     index: int  # path index in the gate
     source: str | None  # the gated binding it reads (node i), None for an input or ungated value
     cost: float  # the path's FLOPs over the network's FLOPs without proxies
+    proxy: bool  # a task-specific proxy (else a pre-trained block)
 
 
 def gate_paths(net: CheckedNetwork) -> list[GatePath]:
@@ -55,10 +56,11 @@ def gate_paths(net: CheckedNetwork) -> list[GatePath]:
                 nodes.append(cur)
                 frontier.extend(cur.inputs)
             flops = sum(n.flops for n in nodes)
-            proxy_flops += flops if i > 0 else 0
-            found.append((g, i, source if source in gates else None, flops))
+            proxy = any(n.role == "proxy" for n in nodes)
+            proxy_flops += flops if proxy else 0
+            found.append((g, i, source if source in gates else None, flops, proxy))
     total = max(1, sum(n.flops for n in net.nodes) - proxy_flops - sum(g.flops for g in gates.values()))
-    return [GatePath(g.module, g.binding, i, src, flops / total) for g, i, src, flops in found]
+    return [GatePath(g.module, g.binding, i, src, flops / total, proxy) for g, i, src, flops, proxy in found]
 
 
 class ExpectedComplexity:
@@ -95,15 +97,16 @@ class ExpectedComplexity:
 
 
 def pruning_plan(net: CheckedNetwork, modules: dict, threshold: float, k: int) -> tuple[list[str], list[str]]:
-    """What to remove: proxies with alpha < threshold, and the k pre-trained blocks (path 0 of a
-    gate) with the smallest alpha, as `edits.prune` items. Returns (items, removed blocks)."""
+    """What to remove: proxies with alpha < threshold, and the k pre-trained blocks (gate paths
+    without proxies) with the smallest alpha, as `edits.prune` items. Returns (items, removed
+    blocks)."""
     paths = gate_paths(net)
     with torch.no_grad():
         alphas = {p.gate: modules[p.gate].alphas().tolist() for p in paths}
-    items = [f"{p.binding}.in{p.index}" for p in paths if p.index > 0 and alphas[p.gate][p.index] < threshold]
-    blocks = sorted((alphas[p.gate][0], p.binding) for p in paths if p.index == 0)
-    removed = [b for _, b in blocks[:k]]
-    return items + [f"{b}.in0" for b in removed], removed
+    items = [f"{p.binding}.in{p.index}" for p in paths if p.proxy and alphas[p.gate][p.index] < threshold]
+    blocks = sorted((alphas[p.gate][p.index], p.binding, p.index) for p in paths if not p.proxy)
+    removed = blocks[:k]
+    return items + [f"{b}.in{i}" for _, b, i in removed], [b for _, b, _ in removed]
 
 
 class NetTailor(Procedure):

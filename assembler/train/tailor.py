@@ -34,7 +34,8 @@ def tailor(proc, trainer) -> dict:
         raise SpecError.at("nettailor needs test data to choose the tailored network", trainer.section.span,
                            hint="add test = ... to the train section")
     teacher_acc = evaluate(proc.teacher, test)["accuracy"]
-    n_blocks = sum(1 for n in asm.checked.networks[student].nodes if n.op == "gate")
+    from .nettailor import gate_paths
+    n_blocks = sum(not p.proxy for p in gate_paths(asm.checked.networks[student]))
     ks = args.get("blocks") or list(range(n_blocks + 1))
     retrain = dict(trainer.settings, epochs=args.get("retrain_epochs") or trainer.settings["epochs"])
     section = trainer.section.model_copy(update={"settings": retrain})
@@ -49,7 +50,7 @@ def tailor(proc, trainer) -> dict:
         Trainer(new, section, None, base_dir=trainer.base_dir, quiet=True,
                 procedure_factory=lambda ctx: NetTailor(ctx, retraining=True)).run()
         acc = evaluate(new[student], test)["accuracy"]
-        row = {"k": k, "removed_blocks": removed, "removed_proxies": sum(".in0" not in i for i in items),
+        row = {"k": k, "removed_blocks": removed, "removed_proxies": len(items) - len(removed),
                "params": new.checked.params(student), "flops": new.checked.flops(student), "accuracy": acc}
         rows.append(row)
         candidates.append((row, new))
