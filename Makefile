@@ -19,7 +19,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_check.py
+	$(BIN)/python benchmarks/bench_check.py --compile
+	$(BIN)/python benchmarks/bench_compiled.py
+	$(BIN)/python benchmarks/bench_prefix_cache.py
+	$(BIN)/python benchmarks/nettailor_digits.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

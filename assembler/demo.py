@@ -1,6 +1,7 @@
-"""`make demo`: check the digits example specs, train the source network on digits 0-4,
-then fine-tune a teacher for digits 5-9 from its frozen-then-copied blocks, and print what
-each reached. Run from the repository root: `python -m assembler.demo`."""
+"""`make demo`: check the digits example specs, train the source network on digits 0-4, then
+tailor a network for digits 5-9 with NetTailor (frozen source blocks, gated proxies, pruning),
+print the table over k, and draw the tailored network with its learned gate alphas.
+Run from the repository root: `python -m assembler.demo`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 
 from . import load
 from .checkpoint import restore
-from .cli import network_summary
+from . import draw
+from .cli import gate_weights, network_summary
 from .resolve import check
 from .train.run import train_spec
 from .train.trainer import evaluate
@@ -32,11 +34,18 @@ def main(out: Path = Path("runs/demo")) -> int:
     source = restore(out / "source" / "cnn")
     acc = evaluate(source["cnn"], data.digits(split="test", classes=[0, 1, 2, 3, 4]))["accuracy"]
     print(f"source cnn: test accuracy {acc:.4f} on digits 0-4  ({out / 'source' / 'cnn'})")
-    print("\n== fine-tuning tailor.net's teacher on digits 5-9 (its import source.net is trained first)")
-    train_spec(load(SPECS / "tailor.net"), network="teacher", out=out / "teacher")
-    teacher = restore(out / "teacher")
-    acc = evaluate(teacher["teacher"], data.digits(split="test", classes=[5, 6, 7, 8, 9]))["accuracy"]
-    print(f"teacher: test accuracy {acc:.4f} on digits 5-9  ({out / 'teacher'})")
+    print("\n== tailoring specs/digits/tailor.net for digits 5-9: the teacher first, then the student")
+    history = train_spec(load(SPECS / "tailor.net"), network="student", out=out / "tailored")["student"]
+    final = history[-1]
+    tailored = restore(out / "tailored")
+    acc = evaluate(tailored["student"], data.digits(split="test", classes=[5, 6, 7, 8, 9]))["accuracy"]
+    teacher_flops = tailored.checked.flops("teacher")
+    print(f"\ntailored student: test accuracy {acc:.4f} (teacher {final['teacher_accuracy']:.4f}), "
+          f"{final['params']:,} params, {final['flops']:,} FLOPs = {final['flops'] / teacher_flops:.1%} of the "
+          f"teacher's; the tailored spec is {out / 'tailored' / 'spec.net'}")
+    picture = out / "tailored.svg"
+    picture.write_text(draw.to_svg(tailored.checked, ["student"], gate_weights(tailored)), encoding="utf-8")
+    print(f"picture of the tailored network, gate alphas as widths: {picture}")
     return 0
 
 

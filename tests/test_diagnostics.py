@@ -221,26 +221,34 @@ def test_examples_cover_the_golden_imports():
 # Deep nesting
 
 
-def _nested(depth: int) -> str:
-    return "network n(x: [1, 8, 8]) {\n    y = " + "(" * depth + "x" + ")" * depth + "\n    return y\n}\n"
+def _nested(depth: int, kind: str = "parens") -> str:
+    body = {"parens": "(" * depth + "x" + ")" * depth,
+            "list": "x -> conv(" + "[" * depth + "1" + "]" * depth + ", 3)",
+            "merge": "add(" * depth + "x" + ", x)" * depth}[kind]
+    return f"network n(x: [1, 8, 8]) {{\n    y = {body}\n    return y\n}}\n"
 
 
-def test_moderate_nesting_is_fine():
-    assembler.check(assembler.parse(_nested(100), "nested.net"))
+@pytest.mark.parametrize("depth, kind", [(100, "parens"), (2000, "parens"), (100, "list"), (100, "merge")])
+def test_moderate_nesting_is_fine(depth, kind):
+    try:
+        assembler.check(assembler.parse(_nested(depth, kind), "nested.net"))
+    except SpecError as e:
+        assert kind == "list" and "must be a whole number" in e.message
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="1,000 nested parentheses raise RecursionError in the parse-tree transformer "
-                          "(the CLI prints 'internal error' and exits 70)")
-def test_deep_nesting_is_a_spec_error():
+@pytest.mark.xfail(strict=True, reason="2,000 nested lists or merges raise RecursionError (or lark's VisitError "
+                                       "wrapping one) in the parse-tree transformer, not a SpecError; the CLI "
+                                       "prints 'internal error' and exits 70")
+@pytest.mark.parametrize("kind", ["list", "merge"])
+def test_deep_nesting_is_a_spec_error(kind):
     with pytest.raises(SpecError):
-        assembler.check(assembler.parse(_nested(1000), "nested.net"))
+        assembler.check(assembler.parse(_nested(2000, kind), "nested.net"))
 
 
 @pytest.mark.xfail(strict=True, reason="deeply nested input exits 70 ('internal error'), not 1")
 def test_cli_deep_nesting(tmp_path, monkeypatch):
     from assembler.cli import run
-    (tmp_path / "nested.net").write_text(_nested(1000))
+    (tmp_path / "nested.net").write_text(_nested(2000, "list"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["assembler", "check", "nested.net"])
     with pytest.raises(SystemExit) as info:
