@@ -212,7 +212,7 @@ def test_cli_examples_check(spec, runner, monkeypatch):
     assert "error" not in result.stderr
 
 
-def test_examples_cover_the_golden_imports():
+def test_golden_helper_import_is_valid():
     """The helper file the golden cases import is itself valid."""
     assembler.load(GOLDEN / "lib" / "source.net")
 

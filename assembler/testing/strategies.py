@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -49,7 +50,7 @@ from ..parser import KEYWORDS
 
 __all__ = [
     "AVOIDED", "Invalid", "NetInfo", "RESERVED", "SIGNATURES", "Tracker", "names", "networks", "op_shape", "specs",
-    "specs_with_shapes",
+    "random_spec", "specs_with_shapes",
 ]
 
 Shape = tuple[int, ...]
@@ -527,12 +528,13 @@ class _Gen:
         self._tmpl_args: dict[str, dict[str, Any]] = {}  # template -> its arguments where it was made
         self._tmpl_scope: list[set[str]] = []  # local names of the templates being generated
         self.first_element = False  # the next element is a network's first one
+        self.linked = False  # some network refers to another's bindings
 
     # -- draws -----------------------------------------------------------------------------------
 
     def chance(self, p: float) -> bool:
         """True with probability p; shrinks to False."""
-        return self.draw(st.integers(0, 99)) >= 100 - round(100 * p)
+        return self.integer(0, 99) >= 100 - round(100 * p)
 
     def pick(self, seq):
         """One item of `seq`; shrinks to the first."""
@@ -541,6 +543,18 @@ class _Gen:
 
     def integer(self, lo: int, hi: int) -> int:
         return lo if lo == hi else self.draw(_integers(lo, hi))
+
+    def boolean(self) -> bool:
+        return self.draw(st.booleans())
+
+    def floating(self, lo: float, hi: float, exclude_max: bool = False) -> float:
+        return self.draw(st.floats(lo, hi, exclude_max=exclude_max, allow_nan=False, allow_infinity=False))
+
+    def permutation(self, seq: list) -> list:
+        return list(self.draw(st.permutations(seq)))
+
+    def raw_name(self) -> str:
+        return self.draw(names())
 
     # -- names -----------------------------------------------------------------------------------
 
@@ -551,7 +565,7 @@ class _Gen:
         return name
 
     def top_name(self) -> str:
-        name = self._unique(self.draw(names()), lambda n: n in self.top or n in self.local)
+        name = self._unique(self.raw_name(), lambda n: n in self.top or n in self.local)
         self.top.add(name)
         return name
 
@@ -560,7 +574,7 @@ class _Gen:
         if reusable and self.chance(0.25):  # the same name in another scope
             name = self.pick(reusable)
         else:
-            name = self._unique(self.draw(names()), lambda n: n in self.top or n in scope)
+            name = self._unique(self.raw_name(), lambda n: n in self.top or n in scope)
         self.local.add(name)
         scope.add(name)
         return name
@@ -598,7 +612,7 @@ class _Gen:
         while run < len(present) and order.index(present[run][0]) == run:
             run += 1
         npos = run - self.integer(0, run)
-        keywords = self.draw(st.permutations(present[npos:])) if len(present) - npos > 1 else present[npos:]
+        keywords = self.permutation(present[npos:]) if len(present) - npos > 1 else present[npos:]
         args = tuple(ir.Arg(value=self.lit(v)) for _, v in present[:npos]) + tuple(
             ir.Arg(name=p, value=self.lit(v)) for p, v in keywords)
         if not args and not self.chance(0.1):
@@ -630,12 +644,12 @@ class _Gen:
         if name == "dropout":
             p = self.pick([0.5, 0.1, 0.0, 0, "any"])
             if p == "any":
-                p = self.draw(st.floats(0, 1, exclude_max=True, allow_subnormal=True))
+                p = self.floating(0, 1, exclude_max=True)
             return self.op(name, p=p)
         if name == "softmax":
             return self.op(name, dim=self.integer(-r, r - 1))
         if name == "linear":
-            return self.op(name, out=s[-1] if preserve else self.integer(1, 16), bias=self.draw(st.booleans()))
+            return self.op(name, out=s[-1] if preserve else self.integer(1, 16), bias=self.boolean())
         if name == "flatten":
             return self.op(name) if math.prod(s) <= MAX_NUMEL else self.op("relu")
         if name in ("gap", "relu", "batchnorm", "gelu", "sigmoid", "tanh", "identity", "layernorm"):
@@ -646,13 +660,13 @@ class _Gen:
             groups = self.pick(_divisors(c))
             if preserve:
                 k = self.pick([1, 3, 5])
-                return self.op(name, out=c, k=k, pad=k // 2, groups=groups, bias=self.draw(st.booleans()))
+                return self.op(name, out=c, k=k, pad=k // 2, groups=groups, bias=self.boolean())
             k = self.integer(1, 5)
             pad = self.integer(0, k // 2) if max(h, w) < MAX_SPATIAL else 0
             k = min(k, small + 2 * pad)
             out = groups * self.integer(1, max(1, 16 // groups))
             return self.op(name, out=out, k=k, stride=self.integer(1, 3), pad=pad, groups=groups,
-                           bias=self.draw(st.booleans()))
+                           bias=self.boolean())
         if name in ("maxpool", "avgpool"):
             if preserve:
                 return self.op(name, k=3, stride=1, pad=1) if self.chance(0.5) else self.op(name, k=1)
@@ -735,6 +749,8 @@ class _Gen:
             if self.chance(0.6):
                 kinds = ["shared"] if "shared" in linked and self.chance(0.5) else linked
         kind = self.pick(kinds)
+        if kind in ("ref", "copy", "range"):
+            self.linked = True
         target = None
         if kind == "template":
             target = self.use_template(s)
@@ -918,7 +934,7 @@ class _Gen:
     def merge_kwargs(self, op: str, n: int, dim: int | None = None, rank: int = 0) -> tuple:
         if op == "gate" and self.chance(0.5):
             init = [self.pick([2, -2, 0, 1.5, "float"]) for _ in range(n)]
-            init = [self.draw(st.floats(-8, 8, allow_nan=False, allow_infinity=False)) if v == "float" else v
+            init = [self.floating(-8, 8) if v == "float" else v
                     for v in init]
             return (ir.Arg(name="init", value=self.lit(init)),)
         if op == "cat" and (dim != 0 or self.chance(0.6)):
@@ -1140,9 +1156,8 @@ class _Gen:
         self.trains()
         nets = list(self.networks)
         # Networks that refer to ones defined below them (AVOIDED: definition-refs-out-of-order).
-        linked = any(len(r.parts) == 2 and r.parts[0] in self.t.nets for r in _refs(nets))
-        if len(nets) > 1 and self.chance(0.6 if linked else 0.2):
-            nets = nets[::-1] if self.chance(0.6) else self.draw(st.permutations(nets))
+        if len(nets) > 1 and self.chance(0.6 if self.linked else 0.2):
+            nets = nets[::-1] if self.chance(0.6) else self.permutation(nets)
             nets = self.definition_order(nets)
         items = list(self.defs) + nets + self.extra
         if self.chance(0.1):  # templates and shared modules after their uses
@@ -1156,15 +1171,57 @@ class _Gen:
 # Public strategies
 
 
-@st.composite
-def specs_with_shapes(draw, min_networks: int = 1, max_networks: int = 3, max_bindings: int = 8):
-    """(spec, shapes): a valid spec and, per network, the shape of every input and binding."""
+def _check_sizes(min_networks: int, max_networks: int, max_bindings: int) -> None:
     if not 1 <= min_networks <= max_networks:
         raise ValueError("need 1 <= min_networks <= max_networks")
     if max_bindings < 1:
         raise ValueError("max_bindings must be at least 1")
+
+
+@st.composite
+def specs_with_shapes(draw, min_networks: int = 1, max_networks: int = 3, max_bindings: int = 8):
+    """(spec, shapes): a valid spec and, per network, the shape of every input and binding."""
+    _check_sizes(min_networks, max_networks, max_bindings)
     gen = _Gen(draw, max_bindings)
-    return gen.spec(draw(st.integers(min_networks, max_networks)))
+    return gen.spec(gen.integer(min_networks, max_networks))
+
+
+class _RandomGen(_Gen):
+    """The generator driven by `random.Random` instead of Hypothesis (no shrinking)."""
+
+    def __init__(self, rng: random.Random, max_bindings: int):
+        super().__init__(None, max_bindings)
+        self.rng = rng
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+    def boolean(self) -> bool:
+        return self.rng.random() < 0.5
+
+    def floating(self, lo: float, hi: float, exclude_max: bool = False) -> float:
+        while True:
+            v = self.rng.uniform(lo, hi)
+            if not (exclude_max and v >= hi):
+                return v
+
+    def permutation(self, seq: list) -> list:
+        out = list(seq)
+        self.rng.shuffle(out)
+        return out
+
+    def raw_name(self) -> str:
+        name = self.rng.choice(_FIRST) + "".join(self.rng.choice(_REST) for _ in range(self.rng.randint(0, 5)))
+        return name if name not in RESERVED else name + "_"
+
+
+def random_spec(seed: int, min_networks: int = 1, max_networks: int = 3,
+                max_bindings: int = 8) -> tuple[ir.Spec, dict[str, dict[str, Shape]]]:
+    """(spec, shapes) like `specs_with_shapes`, from a seed and without Hypothesis: for quick
+    fuzzing loops, benchmarks and corpora. The same seed gives the same spec."""
+    _check_sizes(min_networks, max_networks, max_bindings)
+    gen = _RandomGen(random.Random(seed), max_bindings)
+    return gen.spec(gen.integer(min_networks, max_networks))
 
 
 def specs(min_networks: int = 1, max_networks: int = 3, max_bindings: int = 8) -> st.SearchStrategy[ir.Spec]:
