@@ -150,7 +150,8 @@ def _gate_binding(b: ir.Binding, proxies: list[ir.Chain]) -> ir.Binding:
         chain = chain.model_copy(update={"elements": tuple(
             e if e.modifier else e.model_copy(update={"modifier": modifier}) for e in chain.elements)})
         modifier = None
-    args = tuple(ir.Arg(value=p) for p in [chain] + proxies)
+    main = chain if chain.elements else chain.source  # `gate(a, ...)`, as the parser reads it
+    args = tuple(ir.Arg(value=p) for p in [main] + proxies)
     gate = ir.Call(ref=ir.Ref(parts=("gate",)), args=args, span=b.chain.span)
     return b.model_copy(update={"chain": ir.Chain(source=gate, span=b.chain.span), "modifier": modifier})
 

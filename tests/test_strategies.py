@@ -1,7 +1,7 @@
 """The spec strategies of `assembler.testing`: every drawn spec checks, round-trips through
 format/parse, formats idempotently, and has the shapes the strategies tracked; the strategies
-reach every construct they claim to. Also: reproductions of checker bugs the strategies
-steer around (`strategies.AVOIDED`), as strict xfails."""
+reach every construct they claim to. Also: reproductions of the checker bugs the strategies
+steer around (`strategies.AVOIDED`) and of a printer/parser bug, as strict xfails."""
 
 from __future__ import annotations
 
@@ -48,8 +48,7 @@ def test_drawn_specs_check_with_the_tracked_shapes(pair):
 @FAST
 @given(specs())
 def test_drawn_specs_round_trip_and_format_idempotently(spec):
-    text = assert_round_trips(spec)
-    assert assembler.format(assembler.parse(text)) == text
+    assert_round_trips(spec)  # parse(format(spec)) == spec, and format(parse(format(spec))) == format(spec)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -209,22 +208,46 @@ network n(x: [4]) {
 }
 """
 
+# The same bug through an alias of `in`: keep's result is the tanh node, which 'a' reads.
+RETURN_IN_READ_INSIDE = """\
+block keep {
+    a = in -> relu
+    b = in
+    return b
+}
 
-@pytest.mark.xfail(strict=True, reason="template-return-read-later: the returned node is renamed to the "
+network n(x: [4]) {
+    y = x -> tanh -> keep
+    return y
+}
+"""
+
+
+def _dangling(checked) -> list:
+    net = checked.networks["n"]
+    names = {n.name for n in net.nodes}
+    return [(n.name, n.inputs) for n in net.nodes if not set(n.inputs) <= names]
+
+
+@pytest.mark.xfail(strict=True, reason="template-result-read-inside: the returned node is renamed to the "
                                         "binding's name and 'b' still reads its old name")
 def test_template_returning_a_binding_read_later_keeps_the_graph_linked():
-    net = assert_valid(assembler.parse(RETURN_READ_LATER)).networks["n"]
-    names = {n.name for n in net.nodes}
-    assert all(set(n.inputs) <= names for n in net.nodes), [(n.name, n.inputs) for n in net.nodes]
+    assert _dangling(assert_valid(assembler.parse(RETURN_READ_LATER))) == []
 
 
-@pytest.mark.xfail(strict=True, reason="template-return-read-later: 'n.y' is said to read 2 values")
+@pytest.mark.xfail(strict=True, reason="template-result-read-inside: the tanh node is renamed to 'y' and the "
+                                        "relu of 'a' still reads its old name")
+def test_template_returning_an_alias_of_its_input_keeps_the_graph_linked():
+    assert _dangling(assert_valid(assembler.parse(RETURN_IN_READ_INSIDE))) == []
+
+
+@pytest.mark.xfail(strict=True, reason="template-result-read-inside: 'n.y' is said to read 2 values")
 def test_reference_to_a_binding_whose_template_returns_a_binding_read_later():
     assert_valid(assembler.parse(RETURN_READ_LATER + "\nnetwork m(x: [4]) {\n    z = x -> n.y\n    return z\n}\n"))
 
 
 @pytest.mark.xfail(strict=True, raises=(AssertionError, KeyError),
-                   reason="template-return-read-later: a range over that binding crashes with KeyError")
+                   reason="template-result-read-inside: a range over that binding crashes with KeyError")
 def test_range_over_a_binding_whose_template_returns_a_binding_read_later():
     assert_valid(assembler.parse(RETURN_READ_LATER + "\nnetwork m(x: [4]) {\n    z = x -> n.y..y\n    return z\n}\n"))
 
@@ -279,8 +302,14 @@ def test_the_same_specs_check_in_dependency_order():
                                      "    return y\n}\n"))
 
 
+@pytest.mark.xfail(strict=True, reason="the printer writes a NUL character raw; the parser's literal_eval then "
+                                        "fails and it keeps the string's text without undoing its escapes")
+def test_string_with_a_nul_and_a_backslash_round_trips():
+    assert_round_trips(ir.Spec(items=(ir.Use(path="a\x00\\b", alias="p"),)))
+
+
 def test_every_avoided_pattern_has_a_reproduction():
-    assert set(strategies.AVOIDED) == {"template-return-read-later", "copy-of-shared",
+    assert set(strategies.AVOIDED) == {"template-result-read-inside", "copy-of-shared",
                                        "definition-refs-out-of-order"}
 
 
