@@ -109,9 +109,9 @@ def _expand_one(net: ir.Network, stmt: ir.Skips, scope: Scope) -> ir.Network:
                 raise fail(f"skips: the spatial ratio from '{src}' ({hp}x{wp}) to '{name}' ({h}x{w}) is not a whole "
                            "number", stmt.span, hint="skip only between nodes whose sizes divide evenly")
             stride = hp // h
-            call = ir.Call(ref=ir.Ref(parts=(proxy,)), args=(ir.Arg(value=ir.Number(value=c)),
-                                                             ir.Arg(value=ir.Number(value=stride))))
-            paths.append(ir.Chain(source=ir.Ref(parts=(src,)), elements=(ir.Element(target=call),)))
+            call = ir.Call(ref=ir.Ref(parts=(proxy,), span=stmt.span), span=stmt.span,
+                           args=(ir.Arg(value=ir.Number(value=c)), ir.Arg(value=ir.Number(value=stride))))
+            paths.append(ir.Chain(source=ir.Ref(parts=(src,)), elements=(ir.Element(target=call, span=stmt.span),)))
         gated[name] = paths
     body = []
     for s in net.body:
@@ -135,8 +135,14 @@ def _skips_options(stmt: ir.Skips, scope: Scope) -> tuple[int, str]:
                 raise fail("skips: proxy must name a template taking (c, stride)", a.value.span or stmt.span)
             proxy = a.value.parts[0]
             if proxy not in scope.blocks and proxy != "proxy":
-                raise fail(f"skips: unknown proxy template '{proxy}'", a.value.span or stmt.span,
+                raise fail(f"skips: unknown proxy template '{proxy}'", a.span or stmt.span,
                            hint=did_you_mean(proxy, scope.blocks))
+            block = scope.blocks.get(proxy)
+            if block is not None and not (len(block.params) >= 2 and all(p.default is not None
+                                                                         for p in block.params[2:])):
+                raise fail(f"skips: the proxy template '{proxy}' takes {len(block.params)} argument(s); a proxy "
+                           "takes (c, stride)", a.span or stmt.span,
+                           hint=f"declare it as: block {proxy}(c, stride) = ...")
         else:
             raise fail(f"skips has no option '{a.name or 'positional'}'", a.span or stmt.span,
                        hint=did_you_mean(a.name or "", ["k", "proxy"]) or "options are k and proxy")

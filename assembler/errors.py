@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -50,8 +51,8 @@ class Diagnostic:
                 source = Path(self.filename).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 return None
-        lines = source.splitlines()
-        return lines[self.line - 1] if 0 < self.line <= len(lines) else None
+        lines = source.split("\n")  # the lexer counts only \n as a line break
+        return lines[self.line - 1].rstrip("\r") if 0 < self.line <= len(lines) else None
 
 
 class SpecError(Exception):
@@ -120,6 +121,21 @@ def diagnostic(message: str, span=None, *, hint: str | None = None, width: int |
     if width is None:
         width = span.end_column - span.column if span.end_line == span.line else 1
     return Diagnostic(message, span.file, span.line, span.column, max(1, width), hint, source)
+
+
+def word_span(span, word: str, text: str | None, skip: int = 0):
+    """The span of `word` on the first line of `span` (searched from its column, after `skip`
+    characters), so a caret can point at a name rather than at its whole statement."""
+    if span is None or not text or not span.line:
+        return span
+    lines = text.split("\n")
+    if span.line > len(lines):
+        return span
+    line = lines[span.line - 1]
+    m = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])").search(line, span.column - 1 + skip)
+    if m is None:
+        return span
+    return span.model_copy(update={"column": m.start() + 1, "end_line": span.line, "end_column": m.end() + 1})
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import networkx as nx
 
 from . import ir
-from .errors import Diagnostic, diagnostic, did_you_mean
+from .errors import Diagnostic, diagnostic, did_you_mean, word_span
 from .graph import CheckedNetwork, GraphNode, Module
 from .ops import MERGES, OpError, ops
 from .parser import KEYWORDS
@@ -43,6 +43,8 @@ class Scope:
     imports: dict[str, "Imported"]
     modules: dict[str, Module]  # every module declared so far (shared ones across networks)
     failed: set[str] = field(default_factory=set)  # imports and networks with errors of their own
+    text: str | None = None  # the spec's source, to point carets at names
+    network_names: frozenset[str] = frozenset()  # every network of the spec, lowered or not
 
 
 @dataclass
@@ -158,13 +160,14 @@ class Lowerer:
                                          hint="choose another name"))
 
     def _binding(self, b: ir.Binding, env: dict) -> None:
+        at = word_span(b.span, b.name, self.scope.text, len(b.modifier) + 1 if b.modifier else 0)
         if b.name in env:
             first = self.nodes.get(env[b.name] or "", {}).get("span")
-            where = f" (first defined at line {first.line})" if first else ""
-            self.diags.append(diagnostic(f"duplicate name '{b.name}'{where}", b.span, width=len(b.name) + (
-                len(b.modifier) + 1 if b.modifier else 0), hint="each binding of a network needs its own name"))
+            where = f" (first defined on line {first.line})" if first else ""
+            self.diags.append(diagnostic(f"duplicate name '{b.name}'{where}", at,
+                                         hint="each binding of a network needs its own name"))
             return
-        self._check_name(b.name, b.span, "a binding")
+        self._check_name(b.name, at, "a binding")
         mod = b.modifier if b.modifier in ("frozen", "trainable") else None
         role = "adapter" if b.modifier == "adapter" else "layer"
         ctx = _Ctx(binding=b.name, path=b.name, modifier=mod, role=role, env=env)
@@ -190,7 +193,8 @@ class Lowerer:
         out = []
         for name in stmt.names:
             if name not in env:
-                self.diags.append(self._undefined(name, stmt.span, env))
+                self.diags.append(self._undefined(name, word_span(stmt.span, name, self.scope.text, len("return")),
+                                                  env))
             elif env[name] is not None:
                 out.append(env[name])
         return tuple(out)
@@ -351,6 +355,10 @@ class Lowerer:
             return self.op(name, args or (), cur, ctx, t)
         if name in MERGES:
             raise fail(f"'{name}' is a merge and starts a chain: {name}(a, b)", t.span)
+        if name in self.scope.imports or name in self.scope.failed:
+            raise fail(f"'{name}' is an import, not an op", t.span, hint=f"use one of its bindings: {name}.BINDING")
+        if name in self.scope.network_names:
+            raise fail(f"'{name}' is a network, not an op", t.span, hint=f"use one of its bindings: {name}.BINDING")
         if name in ctx.env or name in self.later:
             raise fail(f"'{name}' is a binding of this network, not an op", t.span,
                        hint=f"a chain reads a binding at its start: {name} -> ...")
@@ -372,7 +380,8 @@ class Lowerer:
         if isinstance(expr, ir.Ref):
             raise fail(f"'{expr.dotted}' is not a value here", expr.span,
                        hint="arguments are numbers, strings, true/false, lists or a template's parameters")
-        raise fail(f"expected a value, got {_describe(expr)}", expr.span)
+        raise fail(f"expected a value, got {_describe(expr)}", expr.span,
+                   hint="arguments are numbers, strings, true/false, lists or a template's parameters")
 
     def _bind_args(self, args, ctx):
         positional, keywords, spans = [], {}, {}
@@ -481,15 +490,22 @@ class Lowerer:
         return result
 
     def shared(self, sh: ir.Shared, cur: str, ctx: _Ctx, el: ir.Element) -> str:
+        if sh.name in ctx.templates:
+            raise fail(f"shared module '{sh.name}' uses itself", el.span, hint="shared modules cannot be recursive")
+        if sh.frozen and ctx.modifier == "trainable":
+            raise fail(f"shared module '{sh.name}' is declared frozen and cannot be trainable here", el.span,
+                       hint=f"drop 'frozen' from its declaration, or train a private copy of a network's binding")
         trainable = not sh.frozen
         if ctx.modifier == "frozen":
             trainable = False
         out = cur
+        ctx = ctx.but(templates=ctx.templates + (sh.name,))
         for i, e in enumerate(sh.pipe.elements):
-            out = self._shared_element(sh, i, e, out, ctx, trainable)
+            out = self._shared_element(sh, i, e, out, ctx, trainable, el)
         return out
 
-    def _shared_element(self, sh: ir.Shared, i: int, e: ir.Element, cur: str, ctx: _Ctx, trainable: bool) -> str:
+    def _shared_element(self, sh: ir.Shared, i: int, e: ir.Element, cur: str, ctx: _Ctx, trainable: bool,
+                        use: ir.Element) -> str:
         # Lower as a local op, then move its module under the shared name and compare with earlier uses.
         before = dict(self.scope.modules)
         sub = ctx.but(path=f"__shared__.{sh.name}.{i}", role="shared", params={},
@@ -504,7 +520,7 @@ class Lowerer:
             old = self.scope.modules.get(key)
             if old is not None and (old.op, old.args, old.in_shape) != (m.op, m.args, m.in_shape):
                 raise fail(f"shared module '{sh.name}' is used with input {list(m.in_shape)} here but "
-                           f"{list(old.in_shape)} elsewhere; its parameters would differ", e.span or ctx_span(sh),
+                           f"{list(old.in_shape)} elsewhere; its parameters would differ", use.span or e.span,
                            hint="a shared module needs the same input shape in every network")
             self.scope.modules[key] = old or m
             for n in self.nodes.values():
@@ -523,6 +539,9 @@ class Lowerer:
         if head in self.scope.imports:
             imp = self.scope.imports[head]
             rest = list(ref.parts[1:])
+            if len(rest) == 1 and rest[0] in imp.networks and rest[0] not in imp.networks[rest[0]].bindings:
+                raise fail(f"'{ref.dotted}' names a network, not a binding", ref.span,
+                           hint=f"write {ref.dotted}.BINDING")
             if rest and rest[0] in imp.networks and (len(rest) > 1 or not imp.single):
                 return imp.networks[rest[0]], rest[1:], imp.key, True
             if imp.single:
@@ -531,6 +550,8 @@ class Lowerer:
                        hint=did_you_mean(rest[0] if rest else "", imp.networks) or
                        f"'{head}' holds the networks {', '.join(imp.networks)}: write {head}.NETWORK.BINDING")
         if head in self.scope.networks:
+            if len(ref.parts) == 1:
+                raise fail(f"'{head}' names a network, not a binding", ref.span, hint=f"write {head}.BINDING")
             return self.scope.networks[head], list(ref.parts[1:]), lambda k: k, False
         if head == self.net.name:
             raise fail(f"'{ref.dotted}' refers to this network itself", ref.span,
@@ -664,8 +685,8 @@ def _signature(block: ir.Block) -> str:
 
 
 def _describe(expr) -> str:
-    return {ir.Number: "a number", ir.String: "a string", ir.Bool: "true/false", ir.ListValue: "a list"}.get(
-        type(expr), "this")
+    return {ir.Number: "a number", ir.String: "a string", ir.Bool: "true/false", ir.ListValue: "a list",
+            ir.Chain: "a chain", ir.In: "'in'", ir.Range: "a range", ir.Call: "a call"}.get(type(expr), "this")
 
 
 def lower_network(net: ir.Network, scope: Scope) -> tuple[CheckedNetwork, list[Diagnostic]]:

@@ -114,12 +114,21 @@ def parse(text: str, filename: str = "<spec>") -> ir.Spec:
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise _too_deep(filename, text) from None
         raise
+    except RecursionError:
+        raise _too_deep(filename, text) from None
     finally:
         if collecting:
             gc.enable()
     comments = tuple(_collector.comments)
     return spec.model_copy(update={"comments": comments, "text": text})
+
+
+def _too_deep(filename: str, text: str) -> ParseError:
+    return ParseError(Diagnostic("the spec nests brackets, lists or merges too deeply to read", filename,
+                                 hint="split deeply nested expressions into separate bindings", source=text))
 
 
 def parse_fragment(text: str, rule: str = "chain", filename: str = "<fragment>"):
@@ -223,10 +232,16 @@ def _translate(e: UnexpectedInput, text: str, filename: str) -> ParseError:
         else:
             width = max(1, len(str(tok.value))) if tok.type != "_NL" else 1
             msg = f"unexpected {_describe(tok)}; expected {_expected(expected)}"
+            before = _word_before(text, line, column)
             if tok.type != "NAME" and str(tok.value) in KEYWORDS and "NAME" in expected:
                 msg = f"'{tok.value}' is a keyword and cannot be used as a name"
                 hint = "choose another name"
-            elif tok.type == "_NL" and any(t in expected for t in ("RPAR", "RSQB")):
+            elif str(tok.value) == "=" and before and before[0] in KEYWORDS:
+                word, line, column = before
+                width = len(word)
+                msg = f"'{word}' is a keyword and cannot be used as a name"
+                hint = "choose another name"
+            elif any(t in expected for t in ("RPAR", "RSQB")):
                 hint = _unclosed_hint(text[: _offset(text, line, column)])
     elif isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
@@ -234,14 +249,20 @@ def _translate(e: UnexpectedInput, text: str, filename: str) -> ParseError:
         if ch == '"':
             msg = "unterminated string"
             hint = "close the string with '\"' on the same line"
-        elif e.allowed:
-            msg += f"; expected {_expected(e.allowed)}"
+
     elif isinstance(e, UnexpectedEOF):
         line, column = _end_position(text)
         msg = f"unexpected end of the file; expected {_expected(e.expected)}"
     else:  # pragma: no cover - lark has no other kinds
         msg = str(e)
     return ParseError(Diagnostic(msg, filename, line, column, width, hint, text))
+
+
+def _word_before(text: str, line: int, column: int) -> tuple[str, int, int] | None:
+    """The word just before a position on the same line, with its line and column."""
+    row = text.split("\n")[line - 1] if line <= text.count("\n") + 1 else ""
+    m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", row[: column - 1])
+    return (m.group(1), line, m.start(1) + 1) if m else None
 
 
 def _offset(text: str, line: int, column: int) -> int:

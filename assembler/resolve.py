@@ -19,7 +19,7 @@ from pathlib import Path
 import networkx as nx
 
 from . import ir
-from .errors import CheckError, Diagnostic, SpecError, diagnostic, did_you_mean
+from .errors import CheckError, Diagnostic, SpecError, diagnostic, did_you_mean, word_span
 from .graph import Checked, CheckedNetwork, Edge, TrainSection
 from .lower import Fail, Imported, Scope, lower_network
 from .ops import builtin_names
@@ -45,6 +45,9 @@ def read(path: str | os.PathLike) -> ir.Spec:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if Path(path).is_dir():
+            raise SpecError(Diagnostic(f"{path} is a directory without {CHECKPOINT_SPEC}", str(path),
+                                       hint="give a .net file or a checkpoint directory")) from None
         raise SpecError(Diagnostic(f"no such file: {path}", str(path), hint="check the path")) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(Diagnostic(f"cannot read {path}: {e}", str(path))) from None
@@ -57,6 +60,10 @@ def check(spec: ir.Spec) -> Checked:
     gc.disable()  # many small acyclic objects: the collector's passes would only cost time
     try:
         return _check(spec, ())
+    except RecursionError:
+        raise CheckError(Diagnostic("the spec nests merges, templates or references too deeply to check",
+                                    spec.filename, hint="split deeply nested expressions into separate bindings",
+                                    source=spec.text)) from None
     finally:
         if collecting:
             gc.enable()
@@ -86,15 +93,16 @@ class _Checker:
         imports = self.load_imports()
         self.check_names()
         scope = Scope(blocks=spec.blocks, shared=spec.shared, networks={}, imports=imports, modules={},
-                      failed=set(self.failed_imports))
+                      failed=set(self.failed_imports), text=spec.text, network_names=frozenset(spec.networks))
         networks: dict[str, CheckedNetwork] = {}
         expanded = dict(spec.networks)
         for name in self.order_networks():
             net = spec.networks[name]
             if any(isinstance(s, ir.Skips) for s in net.body):
-                net = self.expand_macros(net, scope)
-                if net is None:
-                    continue
+                done = self.expand_macros(net, scope)
+                # on a bad `skips`, check the rest of the network without it (no cascade of errors)
+                net = done if done is not None else net.model_copy(update={"body": tuple(
+                    s for s in net.body if not isinstance(s, ir.Skips))})
                 expanded[name] = net
             checked, diags = lower_network(net, scope)
             self.diags.extend(diags)
@@ -130,24 +138,37 @@ class _Checker:
         self.failed_imports = []
         for use in self.spec.uses:
             if use.alias in out:
-                self.diags.append(diagnostic(f"duplicate import name '{use.alias}'", use.span))
-                continue
-            path = self.base_dir() / use.path
-            target = path / CHECKPOINT_SPEC if path.is_dir() else path
-            if not target.is_file():
+                continue  # check_names reports the duplicate
+            try:
+                path = self.base_dir() / use.path
+                target = path / CHECKPOINT_SPEC if path.is_dir() else path
+                found = target.is_file()
+                resolved_target = target.resolve()
+            except (ValueError, OSError) as e:
                 self.failed_imports.append(use.alias)
-                what = "checkpoint directory has no spec.net" if path.is_dir() else "cannot find"
-                self.diags.append(diagnostic(f"{what} '{use.path}' (looked at {target.resolve()})", use.span,
-                                             hint="paths in 'use' are relative to the importing file"))
+                self.diags.append(diagnostic(f"cannot use the path {use.path!r}: {e}", use.span,
+                                             hint="give the path of a .net file or a checkpoint directory"))
+                continue
+            if not found:
+                self.failed_imports.append(use.alias)
+                msg = (f"checkpoint directory '{use.path}' has no spec.net (looked at {resolved_target})"
+                       if path.is_dir() else f"cannot find '{use.path}' (looked at {resolved_target})")
+                self.diags.append(diagnostic(msg, use.span, hint="paths in 'use' are relative to the importing file"))
                 continue
             resolved = str(target.resolve())
             if resolved in self.stack or resolved == self._self_path():
-                chain = " -> ".join(Path(p).name for p in self.stack + (resolved,))
+                here = (self._self_path(),) if self._self_path() and self._self_path() != resolved else ()
+                start = self.stack.index(resolved) if resolved in self.stack else len(self.stack)
+                chain = " -> ".join(Path(p).name for p in self.stack[start:] + here + (resolved,))
                 self.diags.append(diagnostic(f"import cycle: {chain}", use.span,
                                              hint="a spec cannot import itself, directly or through others"))
                 continue
             try:
                 spec, checked = self._import(target, resolved)
+            except (ValueError, OSError) as e:
+                self.failed_imports.append(use.alias)
+                self.diags.append(diagnostic(f"cannot read the import '{use.path}': {e}", use.span))
+                continue
             except SpecError as e:
                 self.failed_imports.append(use.alias)
                 self.diags.append(diagnostic(f"the spec imported as '{use.alias}' has errors", use.span))
@@ -181,18 +202,48 @@ class _Checker:
                 continue
             what = {"Use": "an import", "Block": "a template", "Shared": "a shared module",
                     "Network": "a network"}[type(item).__name__]
+            at = self._name_span(item, name)
             if name in KEYWORDS:
-                self.diags.append(diagnostic(f"'{name}' is a keyword and cannot name {what}", _name_span(item, name),
+                self.diags.append(diagnostic(f"'{name}' is a keyword and cannot name {what}", at,
                                              hint="choose another name"))
             elif name in builtins:
-                self.diags.append(diagnostic(f"'{name}' is a built-in and cannot name {what}", _name_span(item, name),
-                                             hint="choose another name; templates may not shadow built-ins"))
+                self.diags.append(diagnostic(f"'{name}' is a built-in and cannot name {what}", at,
+                                             hint="choose another name: built-in op and merge names are reserved"))
             if name in seen:
                 first = seen[name].span
                 where = f" (first defined on line {first.line})" if first else ""
-                self.diags.append(diagnostic(f"duplicate name '{name}'{where}", _name_span(item, name)))
+                self.diags.append(diagnostic(f"duplicate name '{name}'{where}", at))
             else:
                 seen[name] = item
+            if isinstance(item, ir.Block):
+                self._check_params(item)
+
+    def _name_span(self, item, name: str):
+        keyword = {"Use": None, "Block": "block", "Shared": "shared", "Network": "network"}[type(item).__name__]
+        if keyword is None:  # use "path" as NAME: the name is the last word
+            span = item.span
+            line = (self.spec.text or "").split("\n")[span.line - 1] if span and self.spec.text else ""
+            skip = max(0, line.rfind(" as ") + 4 - (span.column - 1)) if " as " in line else 0
+            return word_span(span, name, self.spec.text, skip)
+        text = self.spec.text or ""
+        span = item.span
+        if span is None or not text:
+            return span
+        line = text.split("\n")[span.line - 1]
+        k = line.find(keyword, span.column - 1)
+        return word_span(span, name, text, (k - span.column + 1 + len(keyword)) if k >= 0 else 0)
+
+    def _check_params(self, block: ir.Block) -> None:
+        seen = set()
+        for p in block.params:
+            span = p.span or block.span
+            if p.name in KEYWORDS:
+                self.diags.append(diagnostic(f"'{p.name}' is a keyword and cannot name a parameter", span,
+                                             width=len(p.name), hint="choose another name"))
+            if p.name in seen:
+                self.diags.append(diagnostic(f"parameter '{p.name}' of template '{block.name}' is declared twice",
+                                             span, width=len(p.name)))
+            seen.add(p.name)
 
     def order_networks(self) -> list[str]:
         nets = self.spec.networks
@@ -225,6 +276,14 @@ class _Checker:
     def _endpoint(self, ref: ir.Ref, scope: Scope) -> tuple[int, ...] | None:
         head = ref.parts[0]
         if head in scope.failed:
+            return None
+        if len(ref.parts) == 1 and (head in scope.networks or head in scope.imports):
+            self.diags.append(diagnostic(f"match endpoint '{head}' names a network, not a binding", ref.span,
+                                         hint=f"write {head}.BINDING"))
+            return None
+        if head in scope.networks and len(ref.parts) != 2:
+            self.diags.append(diagnostic(f"'{ref.dotted}' must name one binding of a network", ref.span,
+                                         hint=f"write {head}.BINDING"))
             return None
         if head in scope.networks and len(ref.parts) == 2:
             net = scope.networks[head]
@@ -307,7 +366,11 @@ class _Checker:
                 imported.add(alias)
         for t in self.spec.trains:
             ok = True
-            for name in t.networks:
+            for name in [n for i, n in enumerate(t.networks) if n in t.networks[:i]]:
+                self.diags.append(diagnostic(f"network '{name}' is listed twice in this train section", t.span,
+                                             width=len("train")))
+                ok = False
+            for name in dict.fromkeys(t.networks):
                 if name not in scope.networks:
                     ok = False
                     if name not in self.spec.networks:
@@ -355,13 +418,6 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             out.append(d)
     return out
-
-
-def _name_span(item, name: str):
-    span = item.span
-    if span is None:
-        return None
-    return span
 
 
 def _references(net: ir.Network):

@@ -135,7 +135,8 @@ _PROCEDURES = [
 _DATA = [
     Plugin("data", "digits", (
         P("split", "str", "train", _one_of("train", "test", "all")),
-        P("classes", "ints", None, doc="keep these classes, relabelled 0..n-1 in order"),
+        P("classes", "ints", None, lambda v: None if v and all(0 <= c <= 9 for c in v) and len(set(v)) == len(v)
+          else "must list distinct digits 0-9", "keep these classes, relabelled 0..n-1 in order"),
         P("positive", "int", None, lambda v: None if 0 <= v <= 9 else "must be a digit 0-9",
           "one-vs-rest: this class is 1, a balanced sample of the rest 0"),
         P("per_class", "int", None, _positive, "a seeded few-shot subset of n samples per class"),
@@ -338,7 +339,10 @@ def _typed(v, p: Param, what: str, span, scope: SectionScope):
                 raise _Bad(f"{what}: '{x}' is not a shared module", span, hint=did_you_mean(x, scope.shared))
         return [str(x) for x in v]
     else:
-        raise _Bad(f"{what} must be {_KIND_WORDS[k]}, got {_show(v)}", span)
+        hint = None
+        if k == "names" and isinstance(v, list) and all(isinstance(x, str) for x in v):
+            hint = f"write {p.name}=[{', '.join(map(str, v))}] (names, not strings)"
+        raise _Bad(f"{what} must be {_KIND_WORDS[k]}, got {_show(v)}", span, hint=hint)
     if p.check and (problem := p.check(v)):
         raise _Bad(f"{what} {problem}, got {_show(v)}", span)
     return v
@@ -359,7 +363,7 @@ def _show(v) -> str:
     if isinstance(v, dict):
         return f"the call {v['name']}(...)"
     if isinstance(v, list):
-        return "a list"
+        return "[" + ", ".join(_show(x) for x in v) + "]"
     return repr(v)
 
 

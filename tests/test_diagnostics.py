@@ -38,46 +38,12 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.net"))
 # Known defects of the project (not of these tests). Reason: what is wrong today.
 XFAIL = {
     # -- places: names are underlined with the span of the whole statement --------------------
-    "parse_keyword_binding": "the caret underlines the whole binding, not the name 'match'",
-    "parse_keyword_network": "points at 'network' (1:1) instead of the name 'train' (1:9)",
-    "parse_keyword_template": "underlines the whole template from 1:1 instead of the name 'in' (1:7)",
-    "template_named_conv": "underlines the whole template from 1:1 instead of the name 'conv' (1:7)",
-    "network_named_relu": "points at 'network' (1:1) instead of 'relu' (1:9); its hint talks about templates",
-    "duplicate_network": "points at 'network' (6:1) instead of the duplicate name 'n' (6:9)",
-    "duplicate_template": "underlines the whole template from 2:1 instead of the name 'head' (2:7)",
-    "duplicate_import": "reported twice ('duplicate import name' and 'duplicate name'), both on the whole line",
-    "undefined_return": "points at 'return' (3:5) instead of the undefined name 'c2' (3:12)",
-    "shared_different_shapes": "points at the shared declaration (1:22, 'here') instead of the use in network b (9:36)",
-    "skips_proxy_arity": "a proxy template with the wrong arity gives '<spec>: error: ...' with no place at all",
-    "form_feed_in_comment": "a form feed in a comment shifts the shown source line: Diagnostic uses str.splitlines(), "
-                            "which also splits at \\f, \\v, \\x1c-\\x1e, \\x85, \\u2028, \\u2029 and a lone \\r",
     # -- messages that mislead -----------------------------------------------------------------
-    "parse_unclosed_paren": "no hint that the '(' opened on line 2 is never closed",
-    "parse_unexpected_character": "the 'expected' list names ',' and ':', which are rejected at that spot",
-    "parse_keyword_return_as_name": "'return = ...' says \"unexpected '='; expected a name\" at the '='",
-    "import_cycle": "the cycle is printed as 'import_cycle.net -> import_cycle.net', leaving out cycle_b.net",
-    "chain_as_argument": "says 'expected a value, got this'",
-    "match_endpoint_one_part": "says \"unknown network 's'\" with the hint \"did you mean 's'?\"",
-    "match_endpoint_three_parts": "says \"unknown network 's'\" with the hint \"did you mean 's'?\"",
-    "import_alias_as_op": "an import alias used as an element is reported as \"unknown op 'pre'\"",
-    "network_as_op": "a network name used as an element is reported as \"unknown op 'a'\"",
-    "import_network_not_binding": "'pre.cnn' says \"network 'cnn' has no binding 'cnn'\"",
-    "use_dir_without_spec": "reads 'checkpoint directory has no spec.net 'lib''",
-    "train_network_listed_twice": "'train n, n' says 'n' already has a train section (pointing at this one)",
-    "compat_aux_strings": "says 'must be a list of shared module names, got a list'",
     # -- errors lost or invented ---------------------------------------------------------------
-    "skips_error_and_other": "a bad 'skips' hides the independent unknown op 'conv2' of the same network",
-    "skips_error_cascade": "a bad 'skips' drops the network, so its match and train get spurious "
-                           "\"unknown network 'n'\" and \"names no binding\" errors",
     # -- a Python exception instead of a diagnostic ----------------------------------------------
-    "shared_recursive": "RecursionError: a shared module that uses itself recurses without end (lower.Lowerer.shared)",
     # -- accepted although wrong ---------------------------------------------------------------
-    "template_keyword_param": "a template parameter named 'in' (a keyword) is accepted",
-    "template_duplicate_param": "'block b(n, n)' is accepted",
     "template_unused_unknown_op": "an unknown op in a template that no network uses is accepted",
     "shared_unused_unknown_op": "an unknown op in a shared module that no network uses is accepted",
-    "digits_classes_out_of_range": "digits(classes=[1, 99]) is accepted",
-    "frozen_shared_marked_trainable": "'trainable' on a frozen shared module is accepted and silently ignored",
     "backdistill_at_not_adapter": "backdistill(at=y) is accepted although 'y' is not an adapter",
 }
 
@@ -182,7 +148,6 @@ def test_cli_missing_file(runner, monkeypatch):
     assert result.stderr == "nope.net: error: no such file: nope.net\nhint: check the path\n"
 
 
-@pytest.mark.xfail(strict=True, reason="a directory without spec.net is reported as 'no such file: lib'")
 def test_cli_directory_without_spec(runner, monkeypatch):
     monkeypatch.chdir(GOLDEN)
     result = runner.invoke(main, ["check", "lib"])
@@ -236,16 +201,12 @@ def test_moderate_nesting_is_fine(depth, kind):
         assert kind == "list" and "must be a whole number" in e.message
 
 
-@pytest.mark.xfail(strict=True, reason="2,000 nested lists or merges raise RecursionError (or lark's VisitError "
-                                       "wrapping one) in the parse-tree transformer, not a SpecError; the CLI "
-                                       "prints 'internal error' and exits 70")
 @pytest.mark.parametrize("kind", ["list", "merge"])
 def test_deep_nesting_is_a_spec_error(kind):
     with pytest.raises(SpecError):
         assembler.check(assembler.parse(_nested(2000, kind), "nested.net"))
 
 
-@pytest.mark.xfail(strict=True, reason="deeply nested input exits 70 ('internal error'), not 1")
 def test_cli_deep_nesting(tmp_path, monkeypatch):
     from assembler.cli import run
     (tmp_path / "nested.net").write_text(_nested(2000, "list"))
@@ -260,7 +221,6 @@ def test_cli_deep_nesting(tmp_path, monkeypatch):
 # Paths in `use` that the operating system refuses
 
 
-@pytest.mark.xfail(strict=True, reason="the path reaches pathlib unchecked: a Python exception, not a SpecError")
 @pytest.mark.parametrize("path, error", [
     ("a\\x00b", "ValueError: embedded null byte"),
     ("a" * 300, "OSError: [Errno 36] File name too long"),

@@ -8,9 +8,8 @@ ops with arbitrary arguments, (e) mutations of valid generated specs, (f) templa
 modules that use each other, (g) deep nesting. The runs are deterministic (`derandomize=True`)
 and take about half a minute in all.
 
-(f) and (g) are strict xfails: they find RecursionErrors (known defects). Each starts with the
-minimal failing input that Hypothesis shrank to, as an explicit example; when the defect is
-fixed the generated inputs run too, and the xfail mark must go.
+(f) and (g) start with the minimal inputs that once raised RecursionError (now located
+errors), as explicit examples.
 """
 
 from __future__ import annotations
@@ -311,9 +310,6 @@ def definition_graphs(draw) -> str:
     return "\n".join(draw(st.permutations(lines))) + "\n"
 
 
-@pytest.mark.xfail(strict=True, raises=Recursion,
-                   reason="a shared module that uses itself (`shared s0 = s0`, or s0 -> s1 -> s0) recurses "
-                          "without end in lower.Lowerer.shared: RecursionError instead of a SpecError")
 @fuzz_settings(150, shrink=False)  # the minimal failing input found by shrinking comes first:
 @given(definition_graphs())
 @example("shared s0 = s0\nnetwork n(x: [2, 8, 8]) {\n    y = x -> s0\n    return y\n}\n")
@@ -340,9 +336,6 @@ def nested(draw) -> str:
     return f"network n(x: [1, 8, 8]) {{\n    y = {body}\n    return y\n}}\n"
 
 
-@pytest.mark.xfail(strict=True, raises=Recursion,
-                   reason="2,000 nested lists or merges raise RecursionError (or lark's VisitError wrapping "
-                          "one) in the parse-tree transformer instead of a SpecError")
 @fuzz_settings(30, shrink=False)  # the minimal failing input found by shrinking comes first:
 @given(nested())
 @example("network n(x: [1, 8, 8]) {\n    y = x -> conv(" + "[" * 2000 + "1" + "]" * 2000 + ", 3)\n    return y\n}\n")
@@ -358,9 +351,6 @@ _PATH_PIECES = ["source.net", "tailor.net", "mutant.net", "spec.net", "nope.net"
                 "\\\\", "\\t", "\\x00", "\\ud800", "a" * 300]
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, OSError, UnicodeError),
-                   reason="a path with a NUL byte, a too long name or a lone surrogate reaches pathlib "
-                          "unchecked in resolve.load_imports: ValueError / OSError / UnicodeEncodeError")
 @settings(max_examples=200, deadline=None, derandomize=True, database=None, report_multiple_bugs=False)
 @given(pieces=st.lists(st.sampled_from(_PATH_PIECES), max_size=4))
 @example(pieces=["\\x00"])

@@ -115,7 +115,7 @@ def features(spec: ir.Spec) -> set[str]:
             walk(e.start, net)
         elif isinstance(e, ir.Ref):
             if len(e.parts) == 2 and e.parts[0] in nets:
-                out.add("reference")
+                out.add("reference" if net else "reference:in-definition")
                 if net and order.index(e.parts[0]) > order.index(net):
                     out.add("forward-reference")
             elif e.parts[0] in strategies.SIGNATURES:
@@ -127,7 +127,11 @@ def features(spec: ir.Spec) -> set[str]:
         elif isinstance(e, ir.In):
             out.add("in")
 
+    seen_network = False
     for item in spec.items:
+        if isinstance(item, (ir.Block, ir.Shared)) and seen_network:
+            out.add("definition-after-use")
+        seen_network = seen_network or isinstance(item, ir.Network)
         if isinstance(item, ir.Block):
             out.add("template:pipe" if item.pipe is not None else "template:body")
             if any(p.default is not None for p in item.params):
@@ -173,7 +177,8 @@ EXPECTED = {
     "range", "skips", "skips:k", "skips:proxy", "merge:add", "merge:mul", "merge:gate", "merge:cat",
     "merge:nested", "gate:init", "gate:default", "cat:dim", "binding:frozen", "binding:trainable",
     "binding:adapter", "element:frozen", "element:trainable", "input:vector", "input:image", "inputs:2",
-    "return:1", "return:2", "match", "train", "networks:several",
+    "return:1", "return:2", "match", "train", "networks:several", "reference:in-definition",
+    "definition-after-use",
 } | {f"op:{name}" for name in strategies.SIGNATURES}
 
 
