@@ -154,7 +154,8 @@ def _gate_binding(b: ir.Binding, proxies: list[ir.Chain]) -> ir.Binding:
     modifier = b.modifier
     if modifier in ("frozen", "trainable"):  # the modifier meant the original chain, not the proxies
         chain = chain.model_copy(update={"elements": tuple(
-            e if e.modifier else e.model_copy(update={"modifier": modifier}) for e in chain.elements)})
+            e if e.modifier or not _takes(modifier, e) else e.model_copy(update={"modifier": modifier})
+            for e in chain.elements)})
         modifier = None
     main = chain if chain.elements else chain.source  # `gate(a, ...)`, as the parser reads it
     args = tuple(ir.Arg(value=p) for p in [main] + proxies)
@@ -512,6 +513,16 @@ def _drop(b: ir.Binding, dropped: set[int], keymap: dict[str, str], kept: dict[s
     args = tuple(ir.Arg(value=paths[i]) for i in keep) + (
         ir.Arg(name="init", value=ir.ListValue(items=tuple(ir.Number(value=float(init[i])) for i in keep))),)
     return b.model_copy(update={"chain": b.chain.model_copy(update={"source": gate.model_copy(update={"args": args})})})
+
+
+def _takes(modifier: str, e: ir.Element) -> bool:
+    """Whether a binding-wide modifier changes an element when written on it: `frozen` always;
+    `trainable` only on references to other networks' bindings (ops, templates and shared
+    modules are trainable by default, and a frozen shared module stays frozen binding-wide)."""
+    if modifier == "frozen":
+        return True
+    target = e.target.ref if isinstance(e.target, ir.Call) else e.target
+    return isinstance(target, ir.Range) or isinstance(target, ir.Ref) and len(target.parts) > 1
 
 
 def _checked(spec: ir.Spec, edit: str) -> ir.Spec:

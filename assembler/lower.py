@@ -86,6 +86,7 @@ class Lowerer:
         self.net = net
         self.scope = scope
         self.nodes: dict[str, dict] = {}
+        self.read: set[str] = set()  # nodes that some node reads
         self.counter: dict[str, int] = {}
         self.diags: list[Diagnostic] = []
 
@@ -103,6 +104,7 @@ class Lowerer:
     def add(self, ctx: _Ctx, op: str, inputs: tuple[str, ...], shape, *, args=None, module=None,
             trainable=False, role="layer", params=0, flops=0, span=None) -> str:
         name = self.fresh(ctx.binding)
+        self.read.update(inputs)
         self.nodes[name] = dict(name=name, op=op, args=args or {}, inputs=inputs, shape=tuple(shape),
                                 binding=ctx.binding, module=module, trainable=trainable, role=role,
                                 params=params, flops=flops, span=span)
@@ -174,7 +176,7 @@ class Lowerer:
         try:
             known = len(self.nodes)
             node = self.chain(b.chain, ctx)
-            if len(self.nodes) == known:  # `y = x`: an alias of an existing value
+            if len(self.nodes) == known or node in self.read:  # an alias, or a value read inside its binding
                 node = self.add(ctx, "identity", (node,), self.shape(node), span=b.chain.span)
             self._rename(node, b.name)
             env[b.name] = b.name
@@ -492,7 +494,7 @@ class Lowerer:
     def shared(self, sh: ir.Shared, cur: str, ctx: _Ctx, el: ir.Element) -> str:
         if sh.name in ctx.templates:
             raise fail(f"shared module '{sh.name}' uses itself", el.span, hint="shared modules cannot be recursive")
-        if sh.frozen and ctx.modifier == "trainable":
+        if sh.frozen and el.modifier == "trainable":  # a binding-wide `trainable` leaves it frozen
             raise fail(f"shared module '{sh.name}' is declared frozen and cannot be trainable here", el.span,
                        hint=f"drop 'frozen' from its declaration, or train a private copy of a network's binding")
         trainable = not sh.frozen
@@ -638,11 +640,14 @@ class Lowerer:
                                                                  "imported_from": ref.parts[0],
                                                                  "init_from": None, "origin": n.module})
             if copy_path is not None and key:
-                suffix = key.split(".", 1)[1] if not imported else key[len(ref.parts[0]) + 1:]
-                if imported and self.scope.imports[ref.parts[0]].single is None:
-                    suffix = suffix.split(".", 1)[1]
-                if not ranged:
-                    suffix = suffix[len(name) + 1:] if suffix.startswith(name + ".") else suffix
+                if imported:
+                    suffix = key[len(ref.parts[0]) + 1:]
+                    if self.scope.imports[ref.parts[0]].single is None and suffix.startswith(owner.name + "."):
+                        suffix = suffix[len(owner.name) + 1:]
+                else:
+                    suffix = key[len(owner.name) + 1:] if key.startswith(owner.name + ".") else key
+                if not ranged and suffix.startswith(name + "."):
+                    suffix = suffix[len(name) + 1:]
                 src = self.scope.modules[key]
                 trainable = self.trainable(ctx)
                 key = self.declare(f"{copy_path}.{suffix}", src.op, src.args, src.in_shape, trainable, "copy",

@@ -3,7 +3,6 @@ translated into `ParseError`s at this boundary, in words a user knows."""
 
 from __future__ import annotations
 
-import ast
 import gc
 import re
 from functools import lru_cache
@@ -312,11 +311,18 @@ def _unclosed_hint(text: str) -> str | None:
 # Parse tree -> IR
 
 
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
+_SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
 def _unquote(s: str) -> str:
-    try:
-        return ast.literal_eval(s)
-    except (ValueError, SyntaxError):
-        return s[1:-1]
+    r"""A string literal's value: backslash escapes \\ \" \n \r \t \xNN \uNNNN."""
+    def one(m):
+        e = m.group(1)
+        if e[0] in "xu" and len(e) > 1:
+            return chr(int(e[1:], 16))
+        return _SIMPLE.get(e, e)
+    return _ESCAPE.sub(one, s[1:-1])
 
 
 @v_args(meta=True)

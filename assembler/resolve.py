@@ -247,12 +247,13 @@ class _Checker:
 
     def order_networks(self) -> list[str]:
         nets = self.spec.networks
+        defs = {**{b.name: b for b in self.spec.blocks.values()}, **self.spec.shared}
         g = nx.DiGraph()
         g.add_nodes_from(nets)
         for name, net in nets.items():
-            for ref in _references(net):
-                if ref.parts[0] in nets and ref.parts[0] != name:
-                    g.add_edge(ref.parts[0], name)
+            for head in _network_deps(net, defs):
+                if head in nets and head != name:
+                    g.add_edge(head, name)
         try:
             return list(nx.lexicographical_topological_sort(g, key=list(nets).index))
         except nx.NetworkXUnfeasible:
@@ -420,7 +421,52 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
     return out
 
 
-def _references(net: ir.Network):
+def _network_deps(net: ir.Network, defs: dict) -> set[str]:
+    """Heads of the dotted references a network makes, also through the templates and shared
+    modules it uses (transitively)."""
+    heads, seen, todo = set(), set(), [net]
+    while todo:
+        item = todo.pop()
+        for ref in _references(item):
+            heads.add(ref.parts[0])
+        for used in _used_names(item):
+            if used in defs and used not in seen:
+                seen.add(used)
+                todo.append(defs[used])
+    return heads
+
+
+def _used_names(item) -> set[str]:
+    """Single names a network, template or shared module uses as elements."""
+    out = set()
+
+    def walk(e):
+        if isinstance(e, ir.Chain):
+            if e.source is not None:
+                walk(e.source)
+            for el in e.elements:
+                t = el.target
+                ref = t.ref if isinstance(t, ir.Call) else t
+                if isinstance(ref, ir.Ref) and len(ref.parts) == 1:
+                    out.add(ref.parts[0])
+                walk(t)
+        elif isinstance(e, ir.Call):
+            for a in e.args:
+                walk(a.value)
+    for chain in _chains(item):
+        walk(chain)
+    return out
+
+
+def _chains(item):
+    if isinstance(item, ir.Shared):
+        return [item.pipe]
+    if isinstance(item, ir.Block):
+        return [item.pipe] if item.pipe is not None else [s.chain for s in item.body or () if isinstance(s, ir.Binding)]
+    return [s.chain for s in item.body if isinstance(s, ir.Binding)]
+
+
+def _references(net):
     """Every dotted reference in a network's chains (elements, ranges, copies)."""
     def walk(e):
         if isinstance(e, ir.Chain):
@@ -436,6 +482,5 @@ def _references(net: ir.Network):
         elif isinstance(e, ir.Call):
             for a in e.args:
                 yield from walk(a.value)
-    for stmt in net.body:
-        if isinstance(stmt, ir.Binding):
-            yield from walk(stmt.chain)
+    for chain in _chains(net):
+        yield from walk(chain)

@@ -234,25 +234,18 @@ def _dangling(checked) -> list:
     return [(n.name, n.inputs) for n in net.nodes if not set(n.inputs) <= names]
 
 
-@pytest.mark.xfail(strict=True, reason="template-result-read-inside: the returned node is renamed to the "
-                                        "binding's name and 'b' still reads its old name")
 def test_template_returning_a_binding_read_later_keeps_the_graph_linked():
     assert _dangling(assert_valid(assembler.parse(RETURN_READ_LATER))) == []
 
 
-@pytest.mark.xfail(strict=True, reason="template-result-read-inside: the tanh node is renamed to 'y' and the "
-                                        "relu of 'a' still reads its old name")
 def test_template_returning_an_alias_of_its_input_keeps_the_graph_linked():
     assert _dangling(assert_valid(assembler.parse(RETURN_IN_READ_INSIDE))) == []
 
 
-@pytest.mark.xfail(strict=True, reason="template-result-read-inside: 'n.y' is said to read 2 values")
 def test_reference_to_a_binding_whose_template_returns_a_binding_read_later():
     assert_valid(assembler.parse(RETURN_READ_LATER + "\nnetwork m(x: [4]) {\n    z = x -> n.y\n    return z\n}\n"))
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, KeyError),
-                   reason="template-result-read-inside: a range over that binding crashes with KeyError")
 def test_range_over_a_binding_whose_template_returns_a_binding_read_later():
     assert_valid(assembler.parse(RETURN_READ_LATER + "\nnetwork m(x: [4]) {\n    z = x -> n.y..y\n    return z\n}\n"))
 
@@ -272,8 +265,6 @@ network n(x: [4]) {
 """
 
 
-@pytest.mark.xfail(strict=True, reason="copy-of-shared: copy(o.h) declares the copies of o.h.0 and sh.0 under "
-                                        "the same key n.y.0.0, so both nodes get one linear(5) module")
 def test_copy_of_a_binding_that_uses_a_shared_module_keeps_distinct_modules():
     checked = assert_valid(assembler.parse(COPY_OF_SHARED))
     net = checked.networks["n"]
@@ -286,36 +277,26 @@ def test_copy_of_a_binding_that_uses_a_shared_module_keeps_distinct_modules():
 NETWORK_O = "network o(x: [4]) {\n    h = x -> linear(4)\n    return h\n}\n"
 
 
-@pytest.mark.xfail(strict=True, reason="definition-refs-out-of-order: networks are ordered by the references in "
-                                        "their own bodies, not those inside the templates they use")
 def test_template_referring_to_a_network_defined_later():
     text = "block f = o.h -> relu\n\nnetwork n(x: [4]) {\n    y = x -> f\n    return y\n}\n\n" + NETWORK_O
     assert_valid(assembler.parse(text))
 
 
-@pytest.mark.xfail(strict=True, reason="definition-refs-out-of-order: same for shared modules")
 def test_shared_module_referring_to_a_network_defined_later():
     text = "shared s = o.h -> relu\n\nnetwork n(x: [4]) {\n    y = x -> s\n    return y\n}\n\n" + NETWORK_O
     assert_valid(assembler.parse(text))
 
 
 def test_the_same_specs_check_in_dependency_order():
-    """The controls for the out-of-order xfails: in file order they check."""
+    """The same specs in dependency order check too."""
     for head in ("block f = o.h -> relu", "shared s = o.h -> relu"):
         use = "f" if head.startswith("block") else "s"
         assert_valid(assembler.parse(f"{head}\n\n{NETWORK_O}\nnetwork n(x: [4]) {{\n    y = x -> {use}\n"
                                      "    return y\n}\n"))
 
 
-@pytest.mark.xfail(strict=True, reason="the printer writes a NUL character raw; the parser's literal_eval then "
-                                        "fails and it keeps the string's text without undoing its escapes")
 def test_string_with_a_nul_and_a_backslash_round_trips():
     assert_round_trips(ir.Spec(items=(ir.Use(path="a\x00\\b", alias="p"),)))
-
-
-def test_every_avoided_pattern_has_a_reproduction():
-    assert set(strategies.AVOIDED) == {"template-result-read-inside", "copy-of-shared",
-                                       "definition-refs-out-of-order"}
 
 
 # ---------------------------------------------------------------------------------------------

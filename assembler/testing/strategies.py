@@ -68,16 +68,7 @@ RESERVED: frozenset[str] = frozenset(KEYWORDS) | builtin_names()
 #: Valid constructs the strategies leave out because the checker mishandles them today; each
 #: is reproduced by an `xfail(strict=True)` test in tests/test_strategies.py. Remove an entry
 #: (and the guard that names it) once the bug is fixed.
-AVOIDED: dict[str, str] = {
-    "template-result-read-inside": "a template whose result is also read inside its body (it returns a "
-                                   "binding that other statements read, or an alias of `in` while others "
-                                   "read `in`), as the last element of a binding: lowering renames that "
-                                   "node to the binding's name and leaves its readers dangling",
-    "copy-of-shared": "copy(...) of a binding that uses a shared module: the copied modules' keys collide",
-    "definition-refs-out-of-order": "a template or shared module that refers to another network's binding, "
-                                    "with the networks out of dependency order: the checker orders networks "
-                                    "by the references in their bodies only",
-}
+AVOIDED: dict[str, str] = {}
 
 # Size limits that keep generated networks small enough to compile and run quickly.
 MAX_CHANNELS = 32
@@ -801,11 +792,15 @@ class _Gen:
         elif kind == "range":
             net, a, b = self.pick(self.range_candidates(s))
             target = ir.Range(start=ir.Ref(parts=(net, a)), end=b)
-            if self.chance(0.5) and not self.t.uses_shared(target):  # AVOIDED: copy-of-shared
+            if self.chance(0.5):
                 target = ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),))
         if target is None:
             target = self.draw_op(s, preserve)
-        el = ir.Element(target=target, modifier=self.pick(_ELEMENT_MODIFIERS))
+        modifier = self.pick(_ELEMENT_MODIFIERS)
+        if modifier == "trainable" and isinstance(target, ir.Ref) and len(target.parts) == 1 \
+                and target.parts[0] in self.t.shared and self.t.shared[target.parts[0]][0].frozen:
+            modifier = None  # `trainable` on a frozen shared module is an error
+        el = ir.Element(target=target, modifier=modifier)
         out = self.t.element(el, s, self.params_now())  # raises if the generator is wrong
         if not _fits(out) or preserve and out != s:
             el = ir.Element(target=self.op("relu"), modifier=el.modifier)
