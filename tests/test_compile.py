@@ -216,3 +216,17 @@ def test_import_of_a_checkpoint_brings_its_weights(tmp_path, source):
     shutil.rmtree(tmp_path / "pre")
     with pytest.raises(assembler.SpecError):
         assembler.load(tmp_path / "use.net")
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from assembler.testing import strategies  # noqa: E402
+from assembler.testing.checks import assert_compiles  # noqa: E402
+
+
+@given(strategies.specs(max_networks=2, max_bindings=6))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_compiled_output_shapes_equal_inferred_shapes(spec):
+    asm = assert_compiles(spec)  # runs every network and compares each output with its inferred shape
+    for name in asm:
+        asm[name].graph.lint()
