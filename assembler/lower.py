@@ -162,14 +162,16 @@ class Lowerer:
                                          hint="choose another name"))
 
     def _binding(self, b: ir.Binding, env: dict) -> None:
-        at = word_span(b.span, b.name, self.scope.text, len(b.modifier) + 1 if b.modifier else 0)
+        if b.name in env or b.name in KEYWORDS:  # (locating the name costs a scan of the text)
+            at = word_span(b.span, b.name, self.scope.text, len(b.modifier) + 1 if b.modifier else 0)
         if b.name in env:
             first = self.nodes.get(env[b.name] or "", {}).get("span")
             where = f" (first defined on line {first.line})" if first else ""
             self.diags.append(diagnostic(f"duplicate name '{b.name}'{where}", at,
                                          hint="each binding of a network needs its own name"))
             return
-        self._check_name(b.name, at, "a binding")
+        if b.name in KEYWORDS:
+            self._check_name(b.name, at, "a binding")
         mod = b.modifier if b.modifier in ("frozen", "trainable") else None
         role = "adapter" if b.modifier == "adapter" else "layer"
         ctx = _Ctx(binding=b.name, path=b.name, modifier=mod, role=role, env=env)
