@@ -8,14 +8,12 @@ that uses it. Frozen modules get no gradient and keep batch-norm in eval mode.
 
 from __future__ import annotations
 
-import warnings
 from typing import Iterable, Iterator
 
 import torch
 from torch import fx, nn
 
 from . import ir
-from .errors import CheckError, Diagnostic
 from .graph import Checked, CheckedNetwork
 from .matching import build_edge
 from .modules import build, function
@@ -170,8 +168,4 @@ def _init_copies(asm: Assembly) -> None:
                 asm.modules[key].load_state_dict(src)
 
 
-def warn(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
-
-
-__all__ = ["Assembly", "compile", "build_graph", "local_path", "CheckError", "Diagnostic"]
+__all__ = ["Assembly", "compile", "build_graph", "local_path"]

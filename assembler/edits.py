@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 
 from . import ir
-from .errors import Diagnostic, SpecError, diagnostic, did_you_mean
+from .errors import Diagnostic, SpecError, did_you_mean
 from .lower import Fail, Scope, fail, lower_network
 
 __all__ = ["add_skips", "bindings", "freeze", "input_shapes", "insert_adapter", "prune", "recombine", "remove",

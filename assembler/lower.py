@@ -141,12 +141,15 @@ class Lowerer:
             elif isinstance(stmt, ir.Skips):
                 self.diags.append(diagnostic("'skips' must be expanded before lowering", stmt.span))
             elif isinstance(stmt, ir.Return):
-                if stmt is not returns[-1] or len(returns) > 1 and stmt is returns[-1]:
-                    if len(returns) > 1 and stmt is not returns[0]:
-                        self.diags.append(diagnostic(f"network '{net.name}' has more than one 'return'", stmt.span,
-                                                     hint="return several values with one statement: return a, b"))
-                        continue
+                if stmt is not returns[0]:
+                    self.diags.append(diagnostic(f"network '{net.name}' has more than one 'return'", stmt.span,
+                                                 width=len("return"),
+                                                 hint="return several values with one statement: return a, b"))
+                    continue
                 outputs = self._return(stmt, env)
+        if returns and net.body[-1] is not returns[0] and len(returns) == 1:
+            self.diags.append(diagnostic("'return' must be the last statement of a network", returns[0].span,
+                                         width=len("return"), hint="move the bindings after it before it"))
         if not returns:
             self.diags.append(diagnostic(f"network '{net.name}' has no 'return'", net.span, width=len("network"),
                                          hint="end its body with 'return NAME' naming the output binding"))
@@ -312,9 +315,8 @@ class Lowerer:
             trainable = ctx.modifier != "frozen"
             module = self.declare(f"{ctx.path}.gate", "gate", args, shape, trainable, "gate", len(paths))
             params = len(paths)
-        flops = 0 if op == "gate" and False else (len(paths) - 1) * _numel(shape) if op != "cat" else 0
-        if op == "gate":
-            flops = len(paths) * _numel(shape)
+        # multiply-accumulates: a gate weighs and sums every path, add/mul combine n paths pairwise
+        flops = {"gate": len(paths), "cat": 0}.get(op, len(paths) - 1) * _numel(shape)
         return self.add(ctx, op, tuple(inputs), shape, args=args, module=module, trainable=trainable,
                         role="gate" if op == "gate" else "merge", params=params, flops=flops, span=call.span)
 
@@ -498,7 +500,7 @@ class Lowerer:
             raise fail(f"shared module '{sh.name}' uses itself", el.span, hint="shared modules cannot be recursive")
         if sh.frozen and el.modifier == "trainable":  # a binding-wide `trainable` leaves it frozen
             raise fail(f"shared module '{sh.name}' is declared frozen and cannot be trainable here", el.span,
-                       hint=f"drop 'frozen' from its declaration, or train a private copy of a network's binding")
+                       hint="drop 'frozen' from its declaration, or train a private copy of a network's binding")
         trainable = not sh.frozen
         if ctx.modifier == "frozen":
             trainable = False

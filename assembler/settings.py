@@ -7,7 +7,7 @@ the entry-point groups `assembler.procedures` and `assembler.data`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
