@@ -163,9 +163,13 @@ class Lowerer:
         if name in KEYWORDS:
             self.diags.append(diagnostic(f"'{name}' is a keyword and cannot name {what}", span,
                                          hint="choose another name"))
+        elif name in python_reserved():
+            self.diags.append(diagnostic(f"'{name}' is reserved in compiled networks (a Python keyword or an "
+                                         f"attribute of torch's GraphModule) and cannot name {what}", span,
+                                         hint="choose another name"))
 
     def _binding(self, b: ir.Binding, env: dict) -> None:
-        if b.name in env or b.name in KEYWORDS:  # (locating the name costs a scan of the text)
+        if b.name in env or b.name in KEYWORDS or b.name in python_reserved():  # (locating costs a text scan)
             at = word_span(b.span, b.name, self.scope.text, len(b.modifier) + 1 if b.modifier else 0)
         if b.name in env:
             first = self.nodes.get(env[b.name] or "", {}).get("span")
@@ -173,7 +177,7 @@ class Lowerer:
             self.diags.append(diagnostic(f"duplicate name '{b.name}'{where}", at,
                                          hint="each binding of a network needs its own name"))
             return
-        if b.name in KEYWORDS:
+        if b.name in KEYWORDS or b.name in python_reserved():
             self._check_name(b.name, at, "a binding")
         mod = b.modifier if b.modifier in ("frozen", "trainable") else None
         role = "adapter" if b.modifier == "adapter" else "layer"
@@ -674,6 +678,22 @@ class Lowerer:
                 isinstance(t.args[0].value, ir.Ref) and len(t.args[0].value.parts) < 2:
             raise fail("copy takes one reference to another network's binding: copy(pre.c1)", t.span)
         return self.reference(t.args[0].value, cur, ctx, el, copy_path=ctx.path)
+
+
+_PY_RESERVED: frozenset[str] | None = None
+
+
+def python_reserved() -> frozenset[str]:
+    """Names a compiled network cannot use: Python keywords (node and argument names) and the
+    attributes of torch.fx.GraphModule (bindings and top-level names become its submodules)."""
+    global _PY_RESERVED
+    if _PY_RESERVED is None:
+        import keyword
+
+        from torch import fx
+        _PY_RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
+            n for n in dir(fx.GraphModule) if not n.startswith("__"))
+    return _PY_RESERVED
 
 
 def ctx_span(node):

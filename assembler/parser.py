@@ -320,7 +320,7 @@ def _unquote(s: str) -> str:
         e = m.group(1)
         if e[0] in "xu" and len(e) > 1:
             return chr(int(e[1:], 16))
-        return _SIMPLE.get(e, e)
+        return _SIMPLE.get(e, e if e in '\\"' else "\\" + e)  # unknown escapes keep their backslash
     return _ESCAPE.sub(one, s[1:-1])
 
 

@@ -21,7 +21,7 @@ import networkx as nx
 from . import ir
 from .errors import CheckError, Diagnostic, SpecError, diagnostic, did_you_mean, word_span
 from .graph import Checked, CheckedNetwork, Edge, TrainSection
-from .lower import Fail, Imported, Scope, lower_network
+from .lower import Fail, Imported, Scope, lower_network, python_reserved
 from .ops import builtin_names
 from .parser import KEYWORDS, parse
 from . import settings as settings_mod
@@ -209,6 +209,10 @@ class _Checker:
             elif name in builtins:
                 self.diags.append(diagnostic(f"'{name}' is a built-in and cannot name {what}", at,
                                              hint="choose another name: built-in op and merge names are reserved"))
+            elif name in python_reserved():
+                self.diags.append(diagnostic(f"'{name}' is reserved in compiled networks (a Python keyword or an "
+                                             f"attribute of torch's GraphModule) and cannot name {what}", at,
+                                             hint="choose another name"))
             if name in seen:
                 first = seen[name].span
                 where = f" (first defined on line {first.line})" if first else ""

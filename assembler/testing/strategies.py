@@ -51,6 +51,7 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 
 from .. import ir
+from ..lower import python_reserved
 from ..ops import builtin_names
 from ..parser import KEYWORDS
 
@@ -63,7 +64,7 @@ Shape = tuple[int, ...]
 
 #: Names a generated spec never uses for a template, shared module, network, input, binding
 #: or parameter: the language's keywords and the built-in op, merge and special names.
-RESERVED: frozenset[str] = frozenset(KEYWORDS) | builtin_names()
+RESERVED: frozenset[str] = frozenset(KEYWORDS) | builtin_names() | python_reserved()
 
 #: Valid constructs the strategies leave out because the checker mishandles them today; each
 #: is reproduced by an `xfail(strict=True)` test in tests/test_strategies.py. Remove an entry
