@@ -42,7 +42,7 @@ def _fmt_flops(n: int) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
-    return str(n)
+    return f"{n} "
 
 
 def network_summary(checked, name: str) -> dict:

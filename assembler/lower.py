@@ -28,8 +28,8 @@ class Fail(Exception):
         self.diags = list(diags)
 
 
-def fail(message: str, span, hint: str | None = None) -> Fail:
-    return Fail(diagnostic(message, span, hint=hint))
+def fail(message: str, span, hint: str | None = None, width: int | None = None) -> Fail:
+    return Fail(diagnostic(message, span, hint=hint, width=width))
 
 
 @dataclass
@@ -402,6 +402,8 @@ class Lowerer:
                     raise fail("a positional argument follows a keyword argument", a.span)
                 positional.append(v)
             else:
+                if a.name in keywords:
+                    raise fail(f"argument '{a.name}' is given twice", a.span)
                 keywords[a.name] = v
                 spans[a.name] = a.span
         return positional, keywords, spans
@@ -486,6 +488,8 @@ class Lowerer:
                 node = self.chain(stmt.chain, sub)
                 env[stmt.name] = node
             elif isinstance(stmt, ir.Return):
+                if result is not None:
+                    raise fail(f"template '{block.name}' has more than one 'return'", stmt.span, width=len("return"))
                 if len(stmt.names) != 1:
                     raise fail("a template returns exactly one value", stmt.span)
                 name = stmt.names[0]

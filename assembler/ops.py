@@ -181,6 +181,12 @@ def _linear_count(s: Shape, a: dict, o: Shape) -> tuple[int, int]:
     return params, rows * s[-1] * a["out"]
 
 
+def _max_rank(op: str, s: Shape, rank: int) -> Shape:
+    if len(s) > rank:
+        raise OpError(f"'{op}' takes inputs of at most {rank} dimensions ([C], [C, L] or [C, H, W]), got {list(s)}")
+    return s
+
+
 def _numel(s: Shape) -> int:
     return math.prod(s)
 
@@ -247,7 +253,8 @@ for _op in [
        _conv_infer, _conv_count, doc="2-d convolution", module=True),
     Op("linear", (Arg("out", int, check=positive), Arg("bias", bool, True)), _linear_infer, _linear_count,
        doc="fully connected layer over the last dimension", module=True),
-    Op("batchnorm", (), lambda s, a: s, _norm_count, doc="batch normalisation over channels (dim 0)", module=True),
+    Op("batchnorm", (), lambda s, a: _max_rank("batchnorm", s, 3), _norm_count,
+       doc="batch normalisation over channels (dim 0)", module=True),
     Op("layernorm", (), lambda s, a: s, _layernorm_count, doc="layer normalisation over the last dimension", module=True),
     Op("relu", (), lambda s, a: s, _elementwise),
     Op("gelu", (), lambda s, a: s, _elementwise),
