@@ -22,11 +22,14 @@ def format_spec(spec: ir.Spec) -> str:
     """The canonical text of a spec, comments included."""
     units = _units(spec)
     _attach_comments(units, spec.comments)
-    comment_lines = {c.line for c in spec.comments}
+    occupied = {c.line for c in spec.comments}  # source lines that are not blank
+    if spec.text is not None:  # only lines that are really empty count as blank (not removed statements)
+        source = spec.text.split("\n")
+        occupied |= {i + 1 for i, line in enumerate(source) if line.strip()}
     out: list[str] = []
     prev: _Unit | None = None
     for u in units:
-        if prev is not None and _blank_between(prev, u, comment_lines):
+        if prev is not None and _blank_between(prev, u, occupied):
             out.append("")
         for c in u.leading:
             out.append(u.indent + c)
