@@ -81,7 +81,8 @@ def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics:
             "seed": asm.seed,
             "settings": settings or {},
             "metrics": metrics or {},
-            "hashes": {SPEC: sha256(tmp / SPEC), WEIGHTS: sha256(tmp / WEIGHTS)},
+            "hashes": {SPEC: sha256(tmp / SPEC), WEIGHTS: sha256(tmp / WEIGHTS),
+                       **{name: hashlib.sha256(blob).hexdigest() for name, blob in (files or {}).items()}},
             "imports": imports,
             **(extra or {}),
         }
@@ -157,7 +158,7 @@ def read_meta(path: Path) -> dict:
 
 
 def verify(path: Path, meta: dict) -> None:
-    for name in (SPEC, WEIGHTS):
+    for name in dict.fromkeys((SPEC, WEIGHTS, *meta.get("hashes", {}))):
         file = path / name
         if not file.is_file():
             raise _error(f"checkpoint is missing {name}", path)

@@ -273,4 +273,6 @@ def test_test_split():
     assert call["args"]["split"] == "train"  # not mutated
     assert len(D.load(D.test_split(call))) == 46 + 46
     assert D.test_split({"name": "npz", "args": {"path": "a.npz"}}) is None
+    # training on "all" (or "test") leaves no held-out data: no default test set that overlaps it
+    assert D.test_split({"name": "digits", "args": {**DIGITS_ARGS, "split": "all"}}) is None
     assert D.test_split({"name": "folder", "args": {"path": "a", "size": None}}) is None

@@ -304,8 +304,8 @@ def load(call: dict, base_dir: str | Path | None = None, span=None, *, seed: int
 def test_split(call: dict) -> dict | None:
     """The evaluation data matching a training data setting: for digits the same selection
     from the test split without `per_class`; None (no default test data) for other sources."""
-    if call.get("name") != "digits":
-        return None
+    if call.get("name") != "digits" or call.get("args", {}).get("split") in ("test", "all"):
+        return None  # no held-out data to default to
     return {"name": "digits", "args": {**call.get("args", {}), "split": "test", "per_class": None}}
 
 

@@ -37,6 +37,27 @@ def barrier() -> None:
         td.barrier()
 
 
+def average_gradients(params) -> None:
+    """Average the gradients of `params` over ranks (what DDP does, for graphs it does not wrap)."""
+    if not is_distributed():
+        return
+    world = td.get_world_size()
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        td.all_reduce(p.grad)
+        p.grad /= world
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on some rank (e.g. a Ctrl-C)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    td.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def reduce_sums(partial: dict) -> dict:
     """Sum the numeric entries of an epoch's running totals over ranks."""
     if not is_distributed():

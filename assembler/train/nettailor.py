@@ -111,6 +111,7 @@ def pruning_plan(net: CheckedNetwork, modules: dict, threshold: float, k: int) -
 
 class NetTailor(Procedure):
     name = "nettailor"
+    ddp = False  # the student runs with taps (a plain graph); gradients are averaged by hand
 
     def __init__(self, ctx, retraining: bool = False):
         super().__init__(ctx)

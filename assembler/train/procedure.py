@@ -65,6 +65,7 @@ class Procedure:
 
     name = "procedure"
     cacheable = False  # True when every step only calls ctx.model(network) on the batch
+    ddp = True  # steps go through ctx.model (DDP wrappers); False: gradients are averaged by hand
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -109,7 +110,11 @@ class Procedure:
         return loss, terms, logits
 
     def after_backward(self) -> None:
-        """Hook between backward and the optimizer step (the trainer syncs extra gradients here)."""
+        """Hook between backward and the optimizer step. Under torchrun, a procedure that calls
+        the plain graphs (taps) rather than the DDP wrappers has its gradients averaged here."""
+        if not self.ddp:
+            from .distributed import average_gradients
+            average_gradients(self.parameters())
 
     # -- epochs and the end ----------------------------------------------------------------------
 

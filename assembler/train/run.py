@@ -146,6 +146,7 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
             results[t.networks[0]] = _history(dest)
             continue
         history = trainer.run(resume_from=resume_from)
+        asm = trainer.asm  # a procedure may end with a new graph (NetTailor's tailored network)
         for n in t.networks:
             results[n] = history
         if dest is not None and network is None and dist.rank() == 0:

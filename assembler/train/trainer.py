@@ -187,7 +187,8 @@ class Trainer:
     def run(self, resume_from: Path | None = None) -> list[dict]:
         s = self.settings
         epochs = s["epochs"]
-        self.ctx.wrappers = dist.wrap(self.asm, self.section.networks) if self.world > 1 else {}
+        self.ctx.wrappers = dist.wrap(self.asm, self.section.networks) \
+            if self.world > 1 and self.procedure.ddp else {}
         self._cache_prefixes()
         self.procedure.setup()
         groups = self.procedure.param_groups()
@@ -242,6 +243,8 @@ class Trainer:
                 p["seen"] += len(y)
             self.state.step = k + 1
             bar.update(loss.item())
+            if self.world > 1:  # every rank stops at the same step
+                self.stop_requested = dist.any_rank(self.stop_requested)
             if self.stop_requested and k + 1 < len(batches):
                 p["seconds"] += time.perf_counter() - start
                 self.state.rng = torch.get_rng_state()
