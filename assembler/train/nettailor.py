@@ -112,6 +112,7 @@ def pruning_plan(net: CheckedNetwork, modules: dict, threshold: float, k: int) -
 class NetTailor(Procedure):
     name = "nettailor"
     ddp = False  # the student runs with taps (a plain graph); gradients are averaged by hand
+    validation = 0.2  # k is chosen on held-out training data, never on the test data
 
     def __init__(self, ctx, retraining: bool = False):
         super().__init__(ctx)

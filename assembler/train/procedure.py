@@ -66,6 +66,7 @@ class Procedure:
     name = "procedure"
     cacheable = False  # True when every step only calls ctx.model(network) on the batch
     ddp = True  # steps go through ctx.model (DDP wrappers); False: gradients are averaged by hand
+    validation = 0.0  # share of the training data held out (stratified) for the procedure's choices
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

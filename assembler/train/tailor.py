@@ -29,11 +29,10 @@ def prune_assembly(asm, student: str, threshold: float, k: int, seed: int = 0):
 def tailor(proc, trainer) -> dict:
     args = proc.ctx.args
     asm, student = trainer.asm, proc.student
+    val = trainer.val_data  # the choice of k uses held-out training data, never the test data
     test = trainer.test_data[0] if trainer.test_data else None
-    if test is None:
-        raise SpecError.at("nettailor needs test data to choose the tailored network", trainer.section.span,
-                           hint="add test = ... to the train section")
-    teacher_acc = evaluate(proc.teacher, test)["accuracy"]
+    teacher_acc = evaluate(proc.teacher, val)["accuracy"]
+    teacher_test = evaluate(proc.teacher, test)["accuracy"] if test is not None else None
     from .nettailor import gate_paths
     n_blocks = sum(not p.proxy for p in gate_paths(asm.checked.networks[student]))
     ks = args.get("blocks") or list(range(n_blocks + 1))
@@ -49,9 +48,10 @@ def tailor(proc, trainer) -> dict:
         from .nettailor import NetTailor
         Trainer(new, section, None, base_dir=trainer.base_dir, quiet=True,
                 procedure_factory=lambda ctx: NetTailor(ctx, retraining=True)).run()
-        acc = evaluate(new[student], test)["accuracy"]
+        acc = evaluate(new[student], val)["accuracy"]
         row = {"k": k, "removed_blocks": removed, "removed_proxies": len(items) - len(removed),
-               "params": new.checked.params(student), "flops": new.checked.flops(student), "accuracy": acc}
+               "params": new.checked.params(student), "flops": new.checked.flops(student), "accuracy": acc,
+               "test_accuracy": evaluate(new[student], test)["accuracy"] if test is not None else None}
         rows.append(row)
         candidates.append((row, new))
     if not candidates:
@@ -61,9 +61,11 @@ def tailor(proc, trainer) -> dict:
         max(candidates, key=lambda c: c[0]["accuracy"])
     trainer.asm = proc.ctx.asm = chosen[1]
     before = {"params": asm.checked.params(student), "flops": asm.checked.flops(student)}
-    summary = {"teacher_accuracy": teacher_acc, "student_params": before["params"],
-               "student_flops": before["flops"], "tailor": rows, "chosen_k": chosen[0]["k"],
-               "test_accuracy": chosen[0]["accuracy"], "params": chosen[0]["params"], "flops": chosen[0]["flops"]}
+    summary = {"teacher_accuracy": teacher_test, "teacher_val_accuracy": teacher_acc,
+               "student_params": before["params"], "student_flops": before["flops"], "tailor": rows,
+               "chosen_k": chosen[0]["k"], "val_accuracy": chosen[0]["accuracy"],
+               "test_accuracy": chosen[0]["test_accuracy"], "params": chosen[0]["params"],
+               "flops": chosen[0]["flops"]}
     proc.final_metrics = summary
     if not trainer.quiet:
         print(table(summary), file=sys.stderr)
@@ -71,14 +73,15 @@ def tailor(proc, trainer) -> dict:
 
 
 def table(summary: dict) -> str:
-    lines = [f"teacher accuracy {summary['teacher_accuracy']:.4f}; untailored student "
-             f"{summary['student_params']:,} params, {summary['student_flops']:,} FLOPs",
-             f"{'k':>3}  {'params':>9}  {'FLOPs':>10}  {'accuracy':>8}  removed blocks"]
+    lines = [f"teacher accuracy {summary['teacher_val_accuracy']:.4f} on held-out training data; untailored "
+             f"student {summary['student_params']:,} params, {summary['student_flops']:,} FLOPs",
+             f"{'k':>3}  {'params':>9}  {'FLOPs':>10}  {'val acc':>8}  {'test acc':>8}  removed blocks"]
     for r in summary["tailor"]:
         if "error" in r:
             lines.append(f"{r['k']:>3}  {r['error']}")
             continue
         mark = "  <- kept" if r["k"] == summary["chosen_k"] else ""
-        lines.append(f"{r['k']:>3}  {r['params']:>9,}  {r['flops']:>10,}  {r['accuracy']:>8.4f}  "
+        t = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
+        lines.append(f"{r['k']:>3}  {r['params']:>9,}  {r['flops']:>10,}  {r['accuracy']:>8.4f}  {t:>8}  "
                      f"{', '.join(r['removed_blocks']) or '-'} (+{r['removed_proxies']} proxies){mark}")
     return "\n".join(lines)

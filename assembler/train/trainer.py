@@ -118,6 +118,10 @@ class Trainer:
         self.ctx = Context(asm=asm, networks=section.networks, settings=self.settings, args=proc["args"])
         self.procedure: Procedure = cls(self.ctx)
         self.train_data, self.test_data = self._load_data()
+        self.val_data = None
+        if self.procedure.validation > 0:
+            self.train_data[0], self.val_data = split_validation(self.train_data[0], self.procedure.validation,
+                                                                 self.settings["seed"])
 
     # -- data ------------------------------------------------------------------------------------
 
@@ -299,6 +303,21 @@ class Trainer:
     def save(self, complete: bool) -> None:
         from .state import save_state
         save_state(self, complete)
+
+
+def split_validation(ds, share: float, seed: int):
+    """(train, validation): a seeded, stratified share of each class held out."""
+    g = torch.Generator().manual_seed(seed + 104_729)
+    keep, held = [], []
+    for c in torch.unique(ds.y).tolist():
+        idx = torch.nonzero(ds.y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n = max(1, round(len(idx) * share)) if len(idx) > 1 else 0
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    keep, held = torch.cat(keep).sort().values, torch.cat(held).sort().values
+    part = lambda i, tag: type(ds)(ds.x[i], ds.y[i], ds.classes, f"{ds.name}[{tag}]", ds.class_names)  # noqa: E731
+    return part(keep, "train"), part(held, "validation")
 
 
 def evaluate(model: nn.Module, ds, batch: int = 256, per_class: bool = False) -> dict:
