@@ -49,13 +49,13 @@ def inference_ratio(fast, slow, x, repeats: int = 30) -> float:
     return statistics.median(ratios)
 
 
-def run_seed(seed: int, out: Path) -> dict:
+def run_seed(seed: int, out: Path, extra_sets: list[str]) -> dict:
     spec = assembler.load(SPEC)
     test = data.digits(split="test", classes=[5, 6, 7, 8, 9])
     row: dict = {"seed": seed}
     for variant, extra in (("tailored", []), ("no_teacher", ["procedure.gamma2=0"])):
         dest = out / f"seed{seed}-{variant}"
-        history = train_spec(spec, network="student", out=dest, sets=[f"seed={seed}", *extra], quiet=True)["student"]
+        history = train_spec(spec, network="student", out=dest, sets=[f"seed={seed}", *extra_sets, *extra], quiet=True)["student"]
         final = history[-1]
         stage1 = [h for h in history if h.get("stage") != "final"][-1]
         row[variant] = {"accuracy": final["test_accuracy"], "params": final["params"], "flops": final["flops"],
@@ -78,9 +78,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-nettailor"))
+    ap.add_argument("--tolerance", type=float, help="override the spec's procedure tolerance (0.005)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rows = [run_seed(s, args.out) for s in args.seeds]
+    extra = [f"procedure.tolerance={args.tolerance}"] if args.tolerance is not None else []
+    rows = [run_seed(s, args.out, extra) for s in args.seeds]
     print(f"{'seed':>4} {'teacher':>8} {'tailored':>9} {'FLOPs kept':>10} {'params kept':>11} {'removed':>16} "
           f"{'no teacher':>10} {'no pruning':>10} {'infer t/T':>9}")
     for r in rows:
