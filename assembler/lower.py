@@ -160,13 +160,9 @@ class Lowerer:
             bindings=bindings, span=net.span, failed=tuple(k for k, v in env.items() if v is None))
 
     def _check_name(self, name: str, span, what: str) -> None:
-        if name in KEYWORDS:
-            self.diags.append(diagnostic(f"'{name}' is a keyword and cannot name {what}", span,
-                                         hint="choose another name"))
-        elif name in python_reserved():
-            self.diags.append(diagnostic(f"'{name}' is reserved in compiled networks (a Python keyword or an "
-                                         f"attribute of torch's GraphModule) and cannot name {what}", span,
-                                         hint="choose another name"))
+        problem = name_problem(name, what)
+        if problem:
+            self.diags.append(diagnostic(problem[0], span, hint=problem[1]))
 
     def _binding(self, b: ir.Binding, env: dict) -> None:
         if b.name in env or b.name in KEYWORDS or b.name in python_reserved():  # (locating costs a text scan)
@@ -698,6 +694,20 @@ def python_reserved() -> frozenset[str]:
         _PY_RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
             n for n in dir(fx.GraphModule) if not n.startswith("__"))
     return _PY_RESERVED
+
+
+def name_problem(name: str, what: str, builtins: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+    """(message, hint) when `name` cannot name `what`: a keyword, a built-in, or a name that
+    compiled networks reserve; None when it can."""
+    if name in KEYWORDS:
+        return f"'{name}' is a keyword and cannot name {what}", "choose another name"
+    if name in builtins:
+        return (f"'{name}' is a built-in and cannot name {what}",
+                "choose another name: built-in op and merge names are reserved")
+    if name in python_reserved():
+        return (f"'{name}' is reserved in compiled networks (a Python keyword or an attribute of torch's "
+                f"GraphModule) and cannot name {what}", "choose another name")
+    return None
 
 
 def ctx_span(node):

@@ -21,7 +21,7 @@ import networkx as nx
 from . import ir
 from .errors import CheckError, Diagnostic, SpecError, diagnostic, did_you_mean, word_span
 from .graph import Checked, CheckedNetwork, Edge, TrainSection
-from .lower import Fail, Imported, Scope, lower_network, python_reserved
+from .lower import Fail, Imported, Scope, lower_network, name_problem
 from .ops import builtin_names
 from .parser import KEYWORDS, parse
 from . import settings as settings_mod
@@ -203,16 +203,9 @@ class _Checker:
             what = {"Use": "an import", "Block": "a template", "Shared": "a shared module",
                     "Network": "a network"}[type(item).__name__]
             at = self._name_span(item, name)
-            if name in KEYWORDS:
-                self.diags.append(diagnostic(f"'{name}' is a keyword and cannot name {what}", at,
-                                             hint="choose another name"))
-            elif name in builtins:
-                self.diags.append(diagnostic(f"'{name}' is a built-in and cannot name {what}", at,
-                                             hint="choose another name: built-in op and merge names are reserved"))
-            elif name in python_reserved():
-                self.diags.append(diagnostic(f"'{name}' is reserved in compiled networks (a Python keyword or an "
-                                             f"attribute of torch's GraphModule) and cannot name {what}", at,
-                                             hint="choose another name"))
+            problem = name_problem(name, what, builtins)
+            if problem:
+                self.diags.append(diagnostic(problem[0], at, hint=problem[1]))
             if name in seen:
                 first = seen[name].span
                 where = f" (first defined on line {first.line})" if first else ""
