@@ -365,10 +365,9 @@ def eval_cmd(checkpoint, network, data_text, as_json, verbose):
 
 def _data_flag(text: str) -> dict:
     from . import settings as settings_mod
-    from .parser import parse
+    from .parser import parse_fragment
     try:
-        frag = parse(f"train _ {{\ndata = {text}\n}}\n", "--data")
-        return settings_mod.call(frag.items[0].settings[0].value, "data",
+        return settings_mod.call(parse_fragment(text, "value", "--data"), "data",
                                  settings_mod.SectionScope(set(), set(), {}, set()))
     except SpecError as e:
         raise SpecError(Diagnostic(f"--data {text}: {e.message}", "--data", hint=e.diagnostics[0].hint)) from None

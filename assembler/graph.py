@@ -120,11 +120,9 @@ class Checked(BaseModel):
 
     def params(self, network: str, trainable_only: bool = False) -> int:
         """Parameters a network uses, each module counted once."""
-        keys = {n.module for n in self.networks[network].nodes if n.module}
-        return sum(self.modules[k].params for k in keys if not trainable_only or self._trainable_in(network, k))
-
-    def _trainable_in(self, network: str, key: str) -> bool:
-        return any(n.module == key and n.trainable for n in self.networks[network].nodes)
+        nodes = self.networks[network].nodes
+        keys = {n.module for n in nodes if n.module and (n.trainable or not trainable_only)}
+        return sum(self.modules[k].params for k in keys)
 
     def flops(self, network: str) -> int:
         return sum(n.flops for n in self.networks[network].nodes)

@@ -710,10 +710,6 @@ def name_problem(name: str, what: str, builtins: frozenset[str] = frozenset()) -
     return None
 
 
-def ctx_span(node):
-    return getattr(node, "span", None)
-
-
 def _numel(shape) -> int:
     n = 1
     for d in shape:

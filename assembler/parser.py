@@ -130,12 +130,15 @@ def _too_deep(filename: str, text: str) -> ParseError:
 
 
 def parse_fragment(text: str, rule: str = "chain", filename: str = "<fragment>"):
-    """Parse a chain (`"conv(8, 3) -> relu"`) or a pipe, as the edit API takes them."""
-    wrapper = {"chain": "network _f() {{\n_f = {}\n}}", "pipe": "block _f = {}"}[rule]
-    text = wrapper.format(text)
-    spec = parse(text, filename)
+    """Parse a chain (`"conv(8, 3) -> relu"`) or a pipe, as the edit API takes them, or a
+    setting's value (`"adam(lr=0.01)"`), as `--set` and `--data` take them."""
+    wrapper = {"chain": "network _f() {{\n_f = {}\n}}", "pipe": "block _f = {}",
+               "value": "train _f {{\n_f = {}\n}}\n"}[rule]
+    spec = parse(wrapper.format(text), filename)
     item = spec.items[0]
-    return item.body[0].chain if rule == "chain" else item.pipe
+    if rule == "chain":
+        return item.body[0].chain
+    return item.pipe if rule == "pipe" else item.settings[0].value
 
 
 # ---------------------------------------------------------------------------------------------

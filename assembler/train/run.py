@@ -15,7 +15,7 @@ import networkx as nx
 from .. import ir
 from ..compiler import compile as compile_spec
 from ..errors import CheckError, Diagnostic, SpecError
-from ..parser import parse
+from ..parser import parse_fragment
 from ..resolve import _references, check
 from . import distributed as dist
 from .trainer import Interrupted, Trainer
@@ -33,10 +33,9 @@ def apply_sets(spec: ir.Spec, sets: list[str], networks: tuple[str, ...] | None 
             raise SpecError(Diagnostic(f"--set {flag}: expected key=value", f"--set {flag}",
                                        hint="e.g. --set epochs=5 or --set optimizer='adam(lr=0.01)'"))
         try:
-            frag = parse(f"train _ {{\n{key.split('.')[0]} = {value}\n}}\n", f"--set {flag}")
+            parsed.append((flag, key, parse_fragment(value, "value", f"--set {flag}")))
         except SpecError as e:
             raise SpecError(Diagnostic(f"--set {flag}: {e.message}", f"--set {flag}")) from None
-        parsed.append((flag, key, frag.items[0].settings[0].value))
     items = []
     for item in spec.items:
         if isinstance(item, ir.Train) and (networks is None or set(item.networks) & set(networks)):
