@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import Diagnostic, SpecError
+from .summary import binding_rows, fmt_count as _fmt_count, fmt_flops as _fmt_flops, learned_weights, network_summary
 
 
 class _Group(click.Group):
@@ -32,29 +33,6 @@ class _Group(click.Group):
 @click.version_option(package_name="assembler")
 def main() -> None:
     """Assemble, check, compile and train transfer-learning networks from .net specs."""
-
-
-def _fmt_count(n: int) -> str:
-    return f"{n:,}"
-
-
-def _fmt_flops(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} "
-
-
-def network_summary(checked, name: str) -> dict:
-    net = checked.networks[name]
-    return {
-        "inputs": {k: list(v) for k, v in net.inputs.items()},
-        "outputs": list(net.outputs),
-        "params": checked.params(name),
-        "trainable": checked.params(name, trainable_only=True),
-        "flops": checked.flops(name),
-        "bindings": {b: list(net.node(n).shape) for b, n in net.bindings.items() if b not in net.inputs},
-    }
 
 
 @main.command()
@@ -156,39 +134,6 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def binding_rows(checked, name: str) -> list[dict]:
-    """Per binding: shape, parameters (each module once), FLOPs, trainability and role."""
-    net = checked.networks[name]
-    rows: dict[str, dict] = {}
-    seen: set[str] = set()
-    for n in net.nodes:
-        if n.op == "input":
-            continue
-        r = rows.setdefault(n.binding, {"binding": n.binding, "shape": None, "params": 0, "trainable_params": 0,
-                                        "flops": 0, "roles": [], "frozen": 0, "trainable": 0})
-        r["flops"] += n.flops
-        if n.module and n.module not in seen:
-            seen.add(n.module)
-            r["params"] += checked.modules[n.module].params
-            if n.trainable:
-                r["trainable_params"] += checked.modules[n.module].params
-        if n.module:
-            r["trainable" if n.trainable else "frozen"] += 1
-        if n.role not in ("layer", "merge") and n.role not in r["roles"]:
-            r["roles"].append(n.role)
-    for b, node in net.bindings.items():
-        if b in rows:
-            rows[b]["shape"] = list(net.node(node).shape)
-    out = []
-    for r in rows.values():
-        state = "trainable" if r["trainable"] and not r["frozen"] else "frozen" if r["frozen"] and not r[
-            "trainable"] else "mixed" if r["frozen"] else "-"
-        out.append({"binding": r["binding"], "shape": r["shape"], "params": r["params"],
-                    "trainable_params": r["trainable_params"], "flops": r["flops"], "state": state,
-                    "role": ", ".join(r["roles"]) or "layer"})
-    return out
-
-
 def _networks(checked, network: str | None) -> list[str]:
     if network is None:
         return list(checked.networks)
@@ -278,7 +223,7 @@ def graph(target, network, output):
         _networks(checked, n)
     weights = None
     if checkpoint.is_checkpoint(target):
-        weights = gate_weights(checkpoint.restore(target))
+        weights = learned_weights(checkpoint.restore(target))
     text = draw.to_svg(checked, names, weights) if suffix == ".svg" else draw.to_dot(checked, names, weights)
     atomic_write(_P(output), text)
     click.echo(f"wrote {output}")
@@ -400,18 +345,6 @@ def prune(checkpoint, threshold, blocks, network, output):
     click.echo(f"removed {len(items)} path(s): {', '.join(items) or 'none'}")
     click.echo(f"{name}: {_fmt_count(asm.checked.params(name))} -> {_fmt_count(new.checked.params(name))} params, "
                f"{_fmt_flops(asm.checked.flops(name))}FLOPs -> {_fmt_flops(new.checked.flops(name))}FLOPs; saved {output}")
-
-
-def gate_weights(asm) -> dict:
-    """Learned gate alphas (and edge lambdas, when recorded in meta.json) of an Assembly."""
-    import torch
-    gates = {}
-    for key, decl in asm.checked.modules.items():
-        if decl.op == "gate":
-            with torch.no_grad():
-                gates[key] = asm.modules[key].alphas().tolist()
-    edges = getattr(asm, "meta", {}).get("metrics", {}).get("edge_lambdas")
-    return {"gates": gates, "edges": edges}
 
 
 def run() -> None:

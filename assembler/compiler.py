@@ -67,6 +67,11 @@ class Assembly:
         keys = dict.fromkeys(n.module for n in net.nodes if n.module and n.trainable)
         return [p for k in keys for p in self.modules[k].parameters()]
 
+    def gate_alphas(self) -> dict[str, list[float]]:
+        """The learned alphas of every gate, by module key."""
+        with torch.no_grad():
+            return {k: self.modules[k].alphas().tolist() for k, d in self.checked.modules.items() if d.op == "gate"}
+
     def state(self, owned_only: bool = True) -> dict[str, torch.Tensor]:
         """Every tensor by global key (`student.c2.0.weight`), imported modules left out when
         `owned_only`."""

@@ -13,7 +13,7 @@ import torch
 from . import load
 from .checkpoint import restore
 from . import draw
-from .cli import gate_weights, network_summary
+from .summary import learned_weights, network_summary
 from .resolve import check
 from .train.run import train_spec
 from .train.trainer import evaluate
@@ -47,7 +47,7 @@ def main(out: Path = Path("runs/demo")) -> int:
           f"{final['params']:,} params, {final['flops']:,} FLOPs = {final['flops'] / teacher_flops:.1%} of the "
           f"teacher's; the tailored spec is {out / 'tailored' / 'spec.net'}")
     picture = out / "tailored.svg"
-    picture.write_text(draw.to_svg(tailored.checked, ["student"], gate_weights(tailored)), encoding="utf-8")
+    picture.write_text(draw.to_svg(tailored.checked, ["student"], learned_weights(tailored)), encoding="utf-8")
     print(f"picture of the tailored network, gate alphas as widths: {picture}")
     return 0
 

@@ -1,0 +1,67 @@
+"""Summaries of checked networks for people and scripts: per-network totals, per-binding rows,
+and number formatting. `check`, `show`, `demo` and the reports read them; they read only the
+checked IR (and, for `learned_weights`, an Assembly's learned gate alphas)."""
+
+from __future__ import annotations
+
+
+def fmt_count(n: int) -> str:
+    return f"{n:,}"
+
+
+def fmt_flops(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} "
+
+
+def network_summary(checked, name: str) -> dict:
+    net = checked.networks[name]
+    return {
+        "inputs": {k: list(v) for k, v in net.inputs.items()},
+        "outputs": list(net.outputs),
+        "params": checked.params(name),
+        "trainable": checked.params(name, trainable_only=True),
+        "flops": checked.flops(name),
+        "bindings": {b: list(net.node(n).shape) for b, n in net.bindings.items() if b not in net.inputs},
+    }
+
+
+def binding_rows(checked, name: str) -> list[dict]:
+    """Per binding: shape, parameters (each module once), FLOPs, trainability and role."""
+    net = checked.networks[name]
+    rows: dict[str, dict] = {}
+    seen: set[str] = set()
+    for n in net.nodes:
+        if n.op == "input":
+            continue
+        r = rows.setdefault(n.binding, {"binding": n.binding, "shape": None, "params": 0, "trainable_params": 0,
+                                        "flops": 0, "roles": [], "frozen": 0, "trainable": 0})
+        r["flops"] += n.flops
+        if n.module and n.module not in seen:
+            seen.add(n.module)
+            r["params"] += checked.modules[n.module].params
+            if n.trainable:
+                r["trainable_params"] += checked.modules[n.module].params
+        if n.module:
+            r["trainable" if n.trainable else "frozen"] += 1
+        if n.role not in ("layer", "merge") and n.role not in r["roles"]:
+            r["roles"].append(n.role)
+    for b, node in net.bindings.items():
+        if b in rows:
+            rows[b]["shape"] = list(net.node(node).shape)
+    out = []
+    for r in rows.values():
+        state = "trainable" if r["trainable"] and not r["frozen"] else "frozen" if r["frozen"] and not r[
+            "trainable"] else "mixed" if r["frozen"] else "-"
+        out.append({"binding": r["binding"], "shape": r["shape"], "params": r["params"],
+                    "trainable_params": r["trainable_params"], "flops": r["flops"], "state": state,
+                    "role": ", ".join(r["roles"]) or "layer"})
+    return out
+
+
+def learned_weights(asm) -> dict:
+    """Learned gate alphas (and edge lambdas, when recorded in meta.json) of an Assembly."""
+    edges = getattr(asm, "meta", {}).get("metrics", {}).get("edge_lambdas")
+    return {"gates": asm.gate_alphas(), "edges": edges}
