@@ -9,7 +9,8 @@ from .ir import Spec
 from .parser import parse
 from .printer import format_spec as format
 from .resolve import check, expand, load
-from .compiler import Assembly, compile
+from .compiler import Assembly
+from .assemble import compile
 from .checkpoint import restore, save
 
 __version__ = "0.1.0"

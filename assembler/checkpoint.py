@@ -133,10 +133,7 @@ def _relocated(spec, target: Path):
 
 def trained_checkpoint(spec_path: Path) -> Path | None:
     """The cached trained checkpoint of a spec file, if `train` has built one."""
-    try:
-        from .train.cache import lookup
-    except ImportError:
-        return None
+    from .cache import lookup
     return lookup(spec_path)
 
 
@@ -185,14 +182,13 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
 def restore(path: str | os.PathLike):
     """Load a checkpoint directory as an Assembly with its weights (hashes and shapes verified)."""
     from .compiler import compile
-    from .resolve import check, read
+    from .resolve import read
     p = Path(path)
     meta = read_meta(p)
     verify(p, meta)
-    spec = read(p / SPEC)
-    checked = check(spec)
-    asm = compile(spec, seed=int(meta.get("seed", 0)))
-    _load_owned(asm, p, checked)
+    asm = compile(read(p / SPEC), seed=int(meta.get("seed", 0)))
+    attach_imports(asm, expected=meta.get("imports", {}), where=p)
+    load_weights(asm, p)
     asm.meta = meta
     asm.path = p
     return asm
@@ -207,7 +203,9 @@ def _where(checked, key: str) -> str:
     return f"module '{key}'"
 
 
-def _load_owned(asm, path: Path, checked) -> None:
+def load_weights(asm, path: Path) -> None:
+    """Copy a checkpoint's tensors into the modules this Assembly owns (shapes and names verified)."""
+    checked = asm.checked
     stored = tensors(path)
     wanted = asm.state(owned_only=True)
     for key, t in stored.items():
@@ -233,58 +231,58 @@ def _module_key(asm, tensor_key: str) -> str:
     return best or tensor_key
 
 
-def load_imported_weights(asm) -> None:
-    """Give imported modules their checkpoint's weights, following nested imports; warn where
-    an imported spec has no trained weights yet."""
-    warned = set()
-    by_alias: dict[str, list[str]] = {}
-    for key, decl in asm.checked.modules.items():
-        if decl.imported_from:
-            by_alias.setdefault(decl.imported_from, []).append(key)
-    for alias, keys in by_alias.items():
-        spec_path = Path(asm.checked.imports[alias])
-        ckpt = checkpoint_dir_of(str(spec_path))
-        if ckpt is not None:
-            verify(ckpt, read_meta(ckpt))
+def import_checkpoint(spec_path: Path) -> Path | None:
+    """The checkpoint that supplies an import's weights: the directory itself for an imported
+    checkpoint, the cached trained checkpoint for a spec file, None for an untrained spec."""
+    ckpt = checkpoint_dir_of(str(spec_path))
+    if ckpt is not None:
+        verify(ckpt, read_meta(ckpt))
+        return ckpt
+    return trained_checkpoint(spec_path)
+
+
+def attach_imports(asm, *, expected: dict | None = None, where: Path | None = None, reuse: dict | None = None) -> None:
+    """Resolve the weights of an Assembly's imported blocks: restore each imported spec's
+    checkpoint as an Assembly of its own (`asm.imports[alias]`, its modules frozen) and make the
+    imported blocks those very modules, then start `copy(...)` modules from them. An untrained
+    imported spec keeps random weights, with a warning. `expected`: the weights hashes a saved
+    checkpoint recorded for its imports (meta.json), checked; `reuse`: imports already attached
+    elsewhere (alias -> Assembly), taken as they are."""
+    from .compiler import compile, init_copies
+    from .modules import freeze
+    from .resolve import read
+    for alias, path in asm.checked.imports.items():
+        if reuse and alias in reuse:
+            sub = reuse[alias]
         else:
-            ckpt = trained_checkpoint(spec_path)
-        if ckpt is None:
-            if alias not in warned:
-                warned.add(alias)
+            spec_path = Path(path)
+            ckpt = import_checkpoint(spec_path)
+            if ckpt is None:
                 asm.warnings.append(
                     f"'{alias}' imports {spec_path.name}, which has not been trained: its blocks are randomly "
                     f"initialised. Train it first: assembler train {os.path.relpath(spec_path)}")
-            continue
-        with torch.no_grad():
-            for key in keys:
-                origin = asm.checked.modules[key].origin
-                module = asm.modules[key]
-                for name, t in module.state_dict().items():
-                    t.copy_(_imported_tensor(ckpt, f"{origin}.{name}", alias))
+                sub = compile(read(spec_path), seed=asm.seed)
+                attach_imports(sub)
+            else:
+                _check_import_hash(alias, ckpt, (expected or {}).get(alias), where)
+                sub = restore(ckpt)
+            for m in sub.modules.values():
+                freeze(m)
+            sub.edges.requires_grad_(False)
+        asm.imports[alias] = sub
+        for key, decl in asm.checked.modules.items():
+            if decl.imported_from == alias:
+                asm.modules[key] = sub.modules[decl.origin]
+    asm._graphs.clear()
+    init_copies(asm)
 
 
-def _imported_tensor(ckpt: Path, key: str, alias: str) -> torch.Tensor:
-    """A tensor by key inside a checkpoint, following its own imports when it does not own it."""
-    from .resolve import check, read
-    stored = tensors(ckpt)
-    if key in stored:
-        return stored[key]
-    meta = read_meta(ckpt)
-    checked = check(read(ckpt / SPEC))
-    module_key = max((k for k in checked.modules if key.startswith(k + ".")), key=len, default=None)
-    decl = checked.modules.get(module_key) if module_key else None
-    if decl is None or not decl.imported_from:
-        raise _error(f"the checkpoint imported as '{alias}' has no tensor '{key}'", ckpt / WEIGHTS,
-                     hint="the checkpoint does not match its spec; retrain it")
-    inner = meta.get("imports", {}).get(decl.imported_from, {})
-    nested = (ckpt / inner.get("path", "")).resolve() if inner.get("path") else None
-    if nested is None or not is_checkpoint(nested):
-        raise _error(f"the checkpoint imported as '{alias}' refers to a missing checkpoint for "
-                     f"'{decl.imported_from}'", ckpt / META)
-    if inner.get("weights") and inner["weights"] != sha256(nested / WEIGHTS):
-        raise _error(f"the checkpoint '{nested}' changed since '{ckpt}' was saved (weights hash differs)",
-                     ckpt / META, hint="retrain the checkpoint that imports it")
-    return _imported_tensor(nested, f"{decl.origin}{key[len(module_key):]}", alias)
+def _check_import_hash(alias: str, ckpt: Path, recorded: dict | None, where: Path | None) -> None:
+    want = (recorded or {}).get("weights")
+    if want and want != sha256(ckpt / WEIGHTS):
+        raise _error(f"the checkpoint imported as '{alias}' ({ckpt}) changed since {where} was saved "
+                     "(its weights hash differs)", where / META if where else ckpt,
+                     hint="retrain the checkpoint that imports it")
 
 
 def metrics_lines(path: Path) -> list[dict[str, Any]]:

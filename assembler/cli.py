@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import Diagnostic, SpecError
+from .ir import Span
 from .summary import binding_rows, fmt_count as _fmt_count, fmt_flops as _fmt_flops, learned_weights, network_summary
 
 
@@ -184,8 +185,8 @@ def show(target, network, as_json):
 def compile_cmd(file, network, code, output, seed):
     """Compile a spec to torch.fx GraphModules."""
     from . import resolve
+    from .assemble import compile as compile_spec
     from .checkpoint import save
-    from .compiler import compile as compile_spec
     spec = resolve.read(file)
     asm = compile_spec(spec, seed=seed)
     for w in asm.warnings:
@@ -229,6 +230,9 @@ def graph(target, network, output):
     click.echo(f"wrote {output}")
 
 
+DEVICE_HELP = "Where to run: auto (a GPU when present), cpu, cuda or cuda:N."
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=False))
 @click.option("--network", "-n", help="Train only this network's section (and what it depends on).")
@@ -237,75 +241,127 @@ def graph(target, network, output):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set epochs=5 --set procedure.gamma1=0.1 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
+@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint instead of refusing.")
+@click.option("--device", help=DEVICE_HELP + " Default: the section's device setting, else auto.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train(file, network, out, sets, resume, quiet):
+def train(file, network, out, sets, resume, force, device, quiet):
     """Train a spec's networks; a checkpoint after every epoch; Ctrl-C saves and stops."""
-    from pathlib import Path as _P
-
     from . import resolve
     from .train import distributed as dist
     from .train.run import Interrupted, train_spec
     spec = resolve.read(file)
     if out is None:
-        out = _P("runs") / _P(file).stem / (network or "") if network else _P("runs") / _P(file).stem
-    out = _P(out)
+        out = Path("runs") / Path(file).stem / (network or "") if network else Path("runs") / Path(file).stem
+    out = Path(out)
     try:
-        results = train_spec(spec, network=network, out=out, sets=list(sets), resume=resume, quiet=quiet)
+        results = train_spec(spec, network=network, out=out, sets=list(sets), resume=resume, quiet=quiet,
+                             device=device, force=force)
     except Interrupted as e:
-        click.echo(f"interrupted: saved {e.path}; continue with: assembler train {file}"
-                   f"{' --network ' + network if network else ''} --out {e.path if network else out} "
-                   "--resume", err=True)
+        command = resume_command(file, network, out, sets, device)
+        click.echo(f"interrupted: saved {e.path}; continue with: {command}", err=True)
         sys.exit(130)
     if dist.rank() != 0:
         return
     for name, history in results.items():
         if network is not None and name != network:
             continue
-        last = history[-1] if history else {}
+        last = next((m for m in reversed(history) if "test_accuracy" in m), history[-1] if history else {})
         acc = last.get("test_accuracy")
         where = out if network else out / name
         click.echo(f"{name}: test accuracy {acc:.4f} ({where})" if acc is not None else f"{name}: trained ({where})")
 
 
+def resume_command(file: str, network: str | None, out: Path, sets, device: str | None) -> str:
+    """The command that continues an interrupted run, every flag that shaped it included."""
+    import shlex
+    words = ["assembler", "train", file] + (["--network", network] if network else []) + ["--out", str(out)]
+    for s in sets:
+        words += ["--set", s]
+    if device:
+        words += ["--device", device]
+    return " ".join(shlex.quote(w) for w in words + ["--resume"])
+
+
 @main.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=False))
 @click.option("--network", "-n", help="Network to evaluate (default: the one the checkpoint trained).")
-@click.option("--data", "data_text", help='Data source, e.g. \'digits(split="test", classes=[5, 6])\'.')
+@click.option("--data", "data_text", help='Data source, e.g. \'digits(split="test", classes=[5, 6])\'; '
+              "paths in it are relative to the current directory.")
+@click.option("--device", help=DEVICE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--verbose", "-v", is_flag=True, help="Accuracy per class.")
-def eval_cmd(checkpoint, network, data_text, as_json, verbose):
+def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
     """Accuracy and loss of a trained checkpoint on its test data (or --data)."""
-    from pathlib import Path as _P
-
     from . import data as data_mod
     from .checkpoint import restore
-    from .train.trainer import evaluate
-    asm = restore(checkpoint)
+    from .train.device import resolve as resolve_device
+    from .train.evaluation import evaluate
+    asm = restore(_checkpoint_arg(checkpoint))
     meta = asm.meta
     name = network or (meta.get("train", {}).get("networks") or asm.names)[0]
     _networks(asm.checked, name)
-    base = _P(meta.get("base_dir") or ".")
     if data_text:
-        call = _data_flag(data_text)
+        call, base = _data_flag(data_text), Path.cwd()
     else:
-        settings = meta.get("settings", {})
-        call = settings.get("test") or (data_mod.test_split(settings["data"]) if isinstance(
-            settings.get("data"), dict) else None)
-        if isinstance(call, list):
-            call = call[0]
-        if call is None:
-            raise click.UsageError("the checkpoint records no test data; give --data")
-    ds = data_mod.load(call, base, seed=meta.get("settings", {}).get("seed"))
+        call, base = _recorded_test_data(meta, asm.names.index(name) if name in asm.names else 0), \
+            Path(meta.get("base_dir") or ".")
     net = asm.checked.networks[name]
-    data_mod.fits(ds, next(iter(net.inputs.values())), input_name=next(iter(net.inputs)))
+    shape = next(iter(net.inputs.values()))
+    flag = Span(file="--data") if data_text else None
+    ds = data_mod.load(call, base, flag, seed=meta.get("settings", {}).get("seed"), shape=shape)
+    out_shape = net.node(net.outputs[0]).shape
+    data_mod.fits(ds, shape, flag, input_name=next(iter(net.inputs)),
+                  outputs=out_shape[0] if len(out_shape) == 1 else None)
+    asm.to(resolve_device(device))
     result = evaluate(asm.network(name), ds, per_class=verbose)
-    result["network"] = name
+    result = {"network": name, "data": ds.name, **_rounded(result)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(f"{name}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['samples']} samples")
-        for c, a in (result.get("per_class") or {}).items():
-            click.echo(f"  class {c}: {a:.4f}" if a is not None else f"  class {c}: no samples")
+        return
+    click.echo(f"{name}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['samples']} "
+               f"samples of {ds.name}")
+    for c, a in (result.get("per_class") or {}).items():
+        click.echo(f"  class {c}: {a:.4f}" if a is not None else f"  class {c}: no samples")
+
+
+def _checkpoint_arg(path: str) -> Path:
+    """A checkpoint directory given on the command line, or a clear error saying what it is."""
+    from .checkpoint import META, is_checkpoint
+    p = Path(path)
+    if is_checkpoint(p):
+        return p
+    if p.is_file():
+        hint = f"train it first: assembler train {path}" if p.suffix == ".net" else "give a checkpoint directory"
+        raise SpecError(Diagnostic(f"not a checkpoint: {path} is a file", path, hint=hint))
+    if p.is_dir():
+        inside = sorted(str(d) for d in p.iterdir() if d.is_dir() and (d / META).is_file())
+        hint = f"it holds the checkpoints {', '.join(inside)}: give one of them" if inside else \
+            "a checkpoint is a directory written by 'assembler train' or 'compile -o'"
+        raise SpecError(Diagnostic(f"not a checkpoint: {path} has no {META}", path, hint=hint))
+    raise SpecError(Diagnostic(f"not a checkpoint: {path} does not exist", path, hint="check the path"))
+
+
+def _recorded_test_data(meta: dict, index: int) -> dict:
+    """The test data a checkpoint's run recorded for its network at `index`."""
+    from . import data as data_mod
+    settings = meta.get("settings", {})
+    for key, derive in (("test", lambda c: c), ("data", data_mod.test_split)):
+        value = settings.get(key)
+        if isinstance(value, list):
+            value = value[min(index, len(value) - 1)] if value else None
+        call = derive(value) if isinstance(value, dict) else None
+        if call is not None:
+            return call
+    raise click.UsageError("the checkpoint records no test data; give --data")
+
+
+def _rounded(value):
+    """Numbers without float32 noise: 6 significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def _data_flag(text: str) -> dict:
@@ -332,13 +388,17 @@ def prune(checkpoint, threshold, blocks, network, output):
     """NetTailor's pruning step alone: drop weak proxies and the k least important blocks,
     cascading; the result is an ordinary spec with the surviving weights (no fine-tuning)."""
     from .checkpoint import restore, save
-    from .train.tailor import prune_assembly
-    asm = restore(checkpoint)
+    from .train.tailor import prune_assembly, removable_blocks
+    asm = restore(_checkpoint_arg(checkpoint))
     name = network or (asm.meta.get("train", {}).get("networks") or asm.names)[0]
     _networks(asm.checked, name)
     if not any(n.op == "gate" for n in asm.checked.networks[name].nodes):
         raise SpecError(Diagnostic(f"network '{name}' has no gates to prune", str(checkpoint),
                                    hint="prune a network trained with gates (skips or gate(...))"))
+    n = removable_blocks(asm.checked.networks[name])
+    if blocks > n:
+        raise SpecError(Diagnostic(f"--blocks {blocks}: network '{name}' has only {n} removable pre-trained "
+                                   "block(s)", "--blocks", hint=f"give --blocks {n} or less"))
     new, removed, items = prune_assembly(asm, name, threshold, blocks, int(asm.meta.get("seed", 0)))
     save(new, output, settings=asm.meta.get("settings", {}),
          extra={"pruned_from": str(checkpoint), "pruned": items, "train": {"complete": True, "networks": [name]}})

@@ -14,13 +14,17 @@ import torch
 from torch import fx, nn
 
 from . import ir
-from .graph import Checked, CheckedNetwork
+from .graph import Checked, CheckedNetwork, GraphNode
 from .matching import build_edge
 from .modules import build, function
 
 
 class Assembly:
-    """Compiled networks sharing one set of modules. `asm["student"]` is a GraphModule."""
+    """Compiled networks sharing one set of modules. `asm["student"]` is a GraphModule.
+
+    `imports` maps each import alias to the Assembly of the imported spec once its weights are
+    resolved (`assembler.checkpoint.attach_imports`): its modules are the very instances this
+    Assembly's imported blocks use, frozen, so `network("pre.cnn")` runs the imported network."""
 
     def __init__(self, spec: ir.Spec | None, checked: Checked, modules: dict[str, nn.Module],
                  edges: nn.ModuleList, seed: int):
@@ -30,7 +34,9 @@ class Assembly:
         self.edges = edges  # one module per checked.edges entry
         self.seed = seed
         self.warnings: list[str] = list(checked.warnings)
-        self._graphs: dict[tuple[str, tuple[str, ...]], fx.GraphModule] = {}
+        self.imports: dict[str, "Assembly"] = {}
+        self.device = torch.device("cpu")
+        self._graphs: dict[tuple, fx.GraphModule] = {}
 
     def __getitem__(self, name: str) -> fx.GraphModule:
         return self.network(name)
@@ -45,16 +51,45 @@ class Assembly:
     def names(self) -> list[str]:
         return list(self.checked.networks)
 
-    def network(self, name: str, taps: Iterable[str] = ()) -> fx.GraphModule:
-        """The network as a GraphModule; with `taps`, it returns `(outputs, {binding: value})`
-        from one forward pass."""
-        taps = tuple(taps)
+    def network(self, name: str, taps: Iterable[str] = (), *, start: Iterable[str] = (),
+                variant: str | None = None) -> fx.GraphModule:
+        """The network as a GraphModule, built once and cached.
+
+        `taps`: it returns `(outputs, {binding: value})` from one forward pass. `start`: a
+        sub-graph whose inputs are these bindings' values (one argument each, in order) and
+        whose outputs are the network's. `variant`: a registered rewrite of the graph
+        (`assembler.variants`). `name` may be an imported network (`pre.cnn`, or `pre` when
+        the imported file holds one network)."""
+        taps, start = tuple(taps), tuple(start)
         if name not in self.checked.networks:
-            raise KeyError(f"no network '{name}'; networks: {', '.join(self.checked.networks)}")
-        key = (name, taps)
+            return self._imported(name).network(self._imported_name(name), taps, start=start, variant=variant)
+        key = (name, taps, start, variant)
         if key not in self._graphs:
-            self._graphs[key] = build_graph(self.checked.networks[name], self.modules, taps)
+            net = self.checked.networks[name]
+            gm = build_graph(subgraph(net, start) if start else net, self.modules, taps)
+            if variant is not None:
+                from .variants import apply_variant
+                gm = apply_variant(variant, gm)
+            self._graphs[key] = gm.to(self.device)
         return self._graphs[key]
+
+    def _imported(self, name: str) -> "Assembly":
+        alias = name.split(".", 1)[0]
+        if alias not in self.imports:
+            known = list(self.checked.networks) + [f"{a}.{n}" for a, sub in self.imports.items() for n in sub.names]
+            where = "" if alias not in self.checked.imports else (
+                f"; the import '{alias}' has not been attached (assembler.checkpoint.attach_imports)")
+            raise KeyError(f"no network '{name}'{where}; networks: {', '.join(known)}")
+        return self.imports[alias]
+
+    def _imported_name(self, name: str) -> str:
+        sub = self.imports[name.split(".", 1)[0]]
+        rest = name.partition(".")[2]
+        if not rest and len(sub.names) == 1:
+            return sub.names[0]
+        if rest not in sub.checked.networks:
+            raise KeyError(f"no network '{name}'; the import holds {', '.join(sub.names)}")
+        return rest
 
     def module_of(self, network: str, binding: str) -> list[str]:
         """Module keys a binding uses."""
@@ -63,14 +98,56 @@ class Assembly:
 
     def trainable_parameters(self, network: str) -> list[nn.Parameter]:
         """The parameters training `network` may change: its trainable nodes' modules, each once."""
+        return list(self.named_parameters(network, edges=False).values())
+
+    def named_parameters(self, network: str, *, edges: bool = True) -> dict[str, nn.Parameter]:
+        """The trainable parameters of a network by names that read like the spec (`c2.0.weight`,
+        a shared module's `rot.0.4.weight`), each once; with `edges`, also the trainable parts of
+        the matching edges into it (`match[src.c2->tgt.b1].regressor.weight`), which train with
+        the network. Meta-parameters are apart: `meta_parameters`."""
         net = self.checked.networks[network]
+        out: dict[str, nn.Parameter] = {}
+        seen: set[int] = set()
         keys = dict.fromkeys(n.module for n in net.nodes if n.module and n.trainable)
-        return [p for k in keys for p in self.modules[k].parameters()]
+        for key in keys:
+            for pname, p in self.modules[key].named_parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    out[f"{local_path(network, key)}.{pname}"] = p
+        if edges:
+            for label, edge in self.edges_into(network):
+                for pname, p in edge.named_parameters():
+                    if id(p) not in seen and not _is_meta(edge, pname):
+                        seen.add(id(p))
+                        out[f"{label}.{pname}"] = p
+        return out
+
+    def meta_parameters(self, network: str) -> dict[str, nn.Parameter]:
+        """The meta-parameters of the matching edges into a network (L2T-ww's what/where networks)."""
+        return {f"{label}.{pname}": p for label, edge in self.edges_into(network)
+                for pname, p in edge.named_parameters() if _is_meta(edge, pname)}
+
+    def edges_into(self, network: str) -> list[tuple[str, nn.Module]]:
+        """(label, module) of every matching edge whose target is a binding of `network`."""
+        return [(edge_label(e), self.edges[i]) for i, e in enumerate(self.checked.edges)
+                if e.target.split(".", 1)[0] == network]
 
     def gate_alphas(self) -> dict[str, list[float]]:
         """The learned alphas of every gate, by module key."""
         with torch.no_grad():
             return {k: self.modules[k].alphas().tolist() for k, d in self.checked.modules.items() if d.op == "gate"}
+
+    def to(self, device: torch.device | str) -> "Assembly":
+        """Move every module (imported networks' too) and edge to `device`, in place."""
+        self.device = torch.device(device)
+        for m in self.modules.values():
+            m.to(self.device)
+        self.edges.to(self.device)
+        for sub in self.imports.values():
+            sub.to(self.device)
+        for gm in self._graphs.values():
+            gm.to(self.device)
+        return self
 
     def state(self, owned_only: bool = True) -> dict[str, torch.Tensor]:
         """Every tensor by global key (`student.c2.0.weight`), imported modules left out when
@@ -85,6 +162,46 @@ class Assembly:
             for name, t in e.state_dict().items():
                 out[f"match.{i}.{name}"] = t
         return out
+
+
+def edge_label(edge) -> str:
+    """How a matching edge is named among parameters: `match[src.c2->tgt.b1]`."""
+    return f"match[{edge.source}->{edge.target}]"
+
+
+def _is_meta(edge: nn.Module, pname: str) -> bool:
+    meta = getattr(edge, "meta_parameters", None)
+    return meta is not None and any(p is dict(edge.named_parameters())[pname] for p in meta())
+
+
+def subgraph(net: CheckedNetwork, start: tuple[str, ...]) -> CheckedNetwork:
+    """The part of a network from the values of the `start` bindings to its outputs: those
+    bindings become its inputs. Raises KeyError when a start is no binding, or when the
+    outputs still depend on an input that no start cuts off."""
+    missing = [b for b in start if b not in net.bindings]
+    if missing:
+        raise KeyError(f"network '{net.name}' has no binding(s) {', '.join(missing)} to start from")
+    cut = {net.bindings[b] for b in start}
+    needed, todo = set(), list(net.outputs)
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name not in cut:
+            todo.extend(net.node(name).inputs)
+    leaks = [n.name for n in net.nodes if n.op == "input" and n.name in needed and n.name not in cut]
+    if leaks:
+        raise KeyError(f"the outputs of '{net.name}' still read the input(s) {', '.join(leaks)} besides "
+                       f"{', '.join(start)}: the start bindings do not cut the network")
+    placeholders = tuple(GraphNode.model_construct(**{**net.node(c).__dict__, "op": "input", "inputs": (),
+                                                      "module": None, "args": {}}) for c in (net.bindings[b] for b in start))
+    nodes = placeholders + tuple(n for n in net.nodes if n.name in needed and n.name not in cut)
+    bindings = {b: n for b, n in net.bindings.items() if n in needed}
+    sub = net.model_copy(update={"nodes": nodes, "inputs": {net.bindings[b]: net.shape(b) for b in start},
+                                 "bindings": bindings})
+    sub._by_name = None  # model_copy keeps the original's node index
+    return sub
 
 
 def local_path(network: str, key: str) -> str:
@@ -145,9 +262,11 @@ def build_graph(net: CheckedNetwork, modules: dict[str, nn.Module], taps: tuple[
     return gm
 
 
-def compile(spec: ir.Spec | Checked, *, seed: int = 0, imports: bool = True) -> Assembly:
-    """Compile every network of a spec. Weights are initialised from `seed`; imported blocks
-    take their checkpoint's weights (with `imports`), `copy(...)` modules their source's."""
+def compile(spec: ir.Spec | Checked, *, seed: int = 0) -> Assembly:
+    """Compile every network of a spec, with weights initialised from `seed` and `copy(...)`
+    modules starting from their source's weights. Reads no files: imported blocks keep their
+    initial weights until `assembler.checkpoint.attach_imports` resolves them (the public
+    `assembler.compile` does both)."""
     from .resolve import check
     syntax = spec if isinstance(spec, ir.Spec) else None
     checked = check(spec) if isinstance(spec, ir.Spec) else spec
@@ -158,14 +277,12 @@ def compile(spec: ir.Spec | Checked, *, seed: int = 0, imports: bool = True) -> 
             modules[key] = build(decl)
         edges = nn.ModuleList(build_edge(e) for e in checked.edges)
     asm = Assembly(syntax, checked, modules, edges, seed)
-    if imports:
-        from .checkpoint import load_imported_weights
-        load_imported_weights(asm)
-    _init_copies(asm)
+    init_copies(asm)
     return asm
 
 
-def _init_copies(asm: Assembly) -> None:
+def init_copies(asm: Assembly) -> None:
+    """Give `copy(...)` modules their source's current weights."""
     for key, decl in asm.checked.modules.items():
         if decl.init_from:
             with torch.no_grad():
@@ -173,4 +290,39 @@ def _init_copies(asm: Assembly) -> None:
                 asm.modules[key].load_state_dict(src)
 
 
-__all__ = ["Assembly", "compile", "build_graph", "local_path"]
+def copy_weights(src, dst, keymap: dict[str, str] | None = None, gates: dict[str, list[int]] | None = None,
+                  network: str | None = None) -> int:
+    """Copy tensors from Assembly `src` into `dst` where their module keys agree (after
+    `keymap`, a map of module path prefixes inside `network` as `edits.prune_with_map` returns;
+    `gates` selects the surviving logits of pruned gates). Returns how many modules were copied."""
+    keymap = keymap or {}
+    gates = gates or {}
+    copied = 0
+    with torch.no_grad():
+        for key, module in src.modules.items():
+            new = _map_key(key, keymap, network)
+            if new not in dst.modules:
+                continue
+            state = module.state_dict()
+            if network and key.endswith(".gate") and key[len(network) + 1:-len(".gate")] in gates:
+                keep = gates[key[len(network) + 1:-len(".gate")]]
+                state = {"logits": state["logits"][keep]}
+            target = dst.modules[new].state_dict()
+            if all(k in target and target[k].shape == v.shape for k, v in state.items()):
+                for k, v in state.items():
+                    target[k].copy_(v)
+                copied += 1
+    return copied
+
+
+def _map_key(key: str, keymap: dict[str, str], network: str | None) -> str:
+    if not network or not key.startswith(network + "."):
+        return key
+    local = key[len(network) + 1:]
+    best = max((p for p in keymap if local == p or local.startswith(p + ".")), key=len, default=None)
+    if best is None:
+        return key
+    return f"{network}.{keymap[best]}{local[len(best):]}"
+
+
+__all__ = ["Assembly", "build_graph", "compile", "copy_weights", "edge_label", "init_copies", "local_path", "subgraph"]

@@ -15,8 +15,9 @@ from .checkpoint import restore
 from . import draw
 from .summary import learned_weights, network_summary
 from .resolve import check
+from .train.cache import ensure_trained
+from .train.evaluation import evaluate
 from .train.run import train_spec
-from .train.trainer import evaluate
 from . import data
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
@@ -29,16 +30,16 @@ def main(out: Path = Path("runs/demo")) -> int:
         checked = check(load(f))
         nets = ", ".join(f"{n} ({network_summary(checked, n)['params']:,} params)" for n in checked.networks)
         print(f"  {f.name}: {nets}")
-    print("\n== training specs/digits/source.net on digits 0-4")
-    train_spec(load(SPECS / "source.net"), out=out / "source")
-    source = restore(out / "source" / "cnn")
+    print("\n== training specs/digits/source.net on digits 0-4 (once: the specs that import it reuse it)")
+    source_dir = ensure_trained(SPECS / "source.net")
+    source = restore(source_dir)
     acc = evaluate(source["cnn"], data.digits(split="test", classes=[0, 1, 2, 3, 4]))["accuracy"]
-    print(f"source cnn: test accuracy {acc:.4f} on digits 0-4  ({out / 'source' / 'cnn'})")
+    print(f"source cnn: test accuracy {acc:.4f} on digits 0-4  ({source_dir})")
     print("\n== tailoring specs/digits/tailor.net for digits 5-9: the teacher first, then the student")
     print("   (with --set procedure.tolerance=0.02: the example's 0.005 is below one of the ~135 held-out")
     print("    samples the choice is made on, so it would keep only variants that lose nothing there)")
     history = train_spec(load(SPECS / "tailor.net"), network="student", out=out / "tailored",
-                         sets=["procedure.tolerance=0.02"])["student"]
+                         sets=["procedure.tolerance=0.02"], force=True)["student"]
     final = history[-1]
     tailored = restore(out / "tailored")
     acc = evaluate(tailored["student"], data.digits(split="test", classes=[5, 6, 7, 8, 9]))["accuracy"]

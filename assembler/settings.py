@@ -41,6 +41,8 @@ class Plugin:
     positional: int = 0  # how many leading parameters may be given without a name
     implementation: Any = None  # set by the module that implements it
     loader: str | None = None  # "module:attr" imported on first use to attach the implementation
+    labels: bool | Callable[[dict], bool] = True  # procedure: needs labelled data (given its arguments);
+    # data source: gives labels
 
     def resolve(self) -> Any:
         if self.implementation is None and self.loader:
@@ -87,6 +89,11 @@ def _non_negative(v):
 
 def _fraction(v):
     return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def _device(v):
+    import re
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else 'must be "auto", "cpu", "cuda" or "cuda:N"'
 
 
 def _one_of(*choices):
@@ -146,6 +153,12 @@ _DATA = [
            loader="assembler.data:npz"),
     Plugin("data", "folder", (P("path", "str"), P("size", "ints", None)),
            "images in one sub-folder per class", positional=2, loader="assembler.data:folder"),
+    Plugin("data", "noise", (
+        P("n", "int", 512, _positive, "how many samples"),
+        P("dist", "str", "uniform", _one_of("uniform", "normal"), "uniform in [0, 1] or standard normal"),
+        P("seed", "int", 0, _non_negative, "seed of the draw"),
+    ), "label-free random samples shaped like the trained network's input (zero-sample training)",
+        loader="assembler.data:noise", labels=False),
 ]
 _OPTIMIZERS = [
     Plugin("optimizer", "sgd", (P("lr", "float", 0.01, _positive), P("momentum", "float", 0.0, _non_negative),
@@ -182,6 +195,7 @@ KEYS: dict[str, Key] = {
     "epochs": Key("int", "passes over the training data", _positive),
     "batch": Key("int", "samples per step", _positive),
     "seed": Key("int", "seed of initialisation, sampling and shuffling", _non_negative),
+    "device": Key("str", "where to train: auto, cpu, cuda or cuda:N (--device overrides)", _device),
 }
 DEFAULTS: dict[str, Any] = {
     "optimizer": {"name": "sgd", "args": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False}},
@@ -250,7 +264,24 @@ def check_train(t: ir.Train, scope: SectionScope) -> tuple[dict[str, Any], dict,
             diags.append(e.diag)
     if "procedure" not in out and not any(d.message.startswith("setting 'procedure'") for d in diags):
         out.setdefault("procedure", {"name": "finetune", "args": {}})
+    diags.extend(_label_problems(out, spans))
     return out, spans, diags
+
+
+def _label_problems(out: dict, spans: dict) -> list[Diagnostic]:
+    """A procedure that needs labels, given a label-free data source, is an error at the data."""
+    proc = out.get("procedure")
+    if not isinstance(proc, dict) or "data" not in out:
+        return []
+    needs = plugins("procedure")[proc["name"]].labels
+    needs = needs(proc["args"]) if callable(needs) else needs
+    calls = out["data"] if isinstance(out["data"], list) else [out["data"]]
+    bare = [c["name"] for c in calls if not plugins("data")[c["name"]].labels]
+    if not needs or not bare:
+        return []
+    return [diagnostic(f"procedure '{proc['name']}' needs labelled data, but '{bare[0]}' gives no labels",
+                       spans.get("data"), hint="train on a labelled source, or use a procedure that trains "
+                       "without labels (e.g. backdistill with ce=false)")]
 
 
 def _setting(key: str, expr, t: ir.Train, scope: SectionScope) -> Any:
@@ -261,6 +292,13 @@ def _setting(key: str, expr, t: ir.Train, scope: SectionScope) -> Any:
             raise _Bad(f"setting '{key}' must be a whole number, got {_show(v)}", expr.span)
         if spec.check and (p := spec.check(v)):
             raise _Bad(f"setting '{key}' {p}, got {v}", expr.span)
+        return v
+    if spec.kind == "str":
+        v = plain(expr)
+        if not isinstance(v, str) or isinstance(v, _Name):
+            raise _Bad(f"setting '{key}' must be a string, got {_show(v)}", expr.span)
+        if spec.check and (p := spec.check(v)):
+            raise _Bad(f"setting '{key}' {p}, got {_show(v)}", expr.span)
         return v
     if spec.kind == "data":
         items = expr.items if isinstance(expr, ir.ListValue) else (expr,)

@@ -25,7 +25,7 @@ import assembler
 from assembler import data
 from assembler.checkpoint import restore
 from assembler.train.run import train_spec
-from assembler.train.trainer import evaluate
+from assembler.train.evaluation import evaluate
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "digits" / "tailor.net"
 

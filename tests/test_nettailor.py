@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 import assembler
 from assembler.cli import main
-from assembler.train.nettailor import ExpectedComplexity, gate_paths, pruning_plan
+from assembler.train.nettailor import ExpectedComplexity
+from assembler.train.tailor import gate_paths, pruning_plan
 from assembler.train.tailor import prune_assembly
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -91,30 +92,33 @@ def test_nan_loss_stops_with_a_clear_error(work):
     assert "the loss became" in err and "lower the learning rate" in err
 
 
-def _run(args, cwd, **kw):
+def _run(args, cwd, fault: str | None = None, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if fault:
+        env["ASSEMBLER_FAULT"] = fault
     return subprocess.Popen([sys.executable, "-m", "assembler", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def printed_command(stderr: str) -> list[str]:
+    """The resume command an interrupted run printed, ready to run as printed."""
+    line = next(x for x in stderr.splitlines() if "continue with:" in x)
+    words = shlex.split(line.split("continue with:", 1)[1])
+    assert words[0] == "assembler"
+    return [str(Path(sys.executable).with_name("assembler"))] + words[1:]
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(work):
     args = ["train", "source.net", "--set", "epochs=4", "--set", "batch=16"]
     full = _run(args + ["--out", "full"], work)
     assert full.wait(timeout=300) == 0, full.stderr.read()
-    p = _run(args + ["--out", "cut"], work)
-    line = ""
-    while "epoch 1" not in line:  # interrupt in the middle of epoch 2
-        line = p.stderr.readline()
-        assert line or p.poll() is None, "training ended before it could be interrupted"
-    time.sleep(0.3)
-    p.send_signal(signal.SIGINT)
+    p = _run(args + ["--out", "cut"], work, fault="sigint@0:1:20")  # a real SIGINT inside epoch 2
     rest = p.stderr.read()
     assert p.wait(timeout=120) == 130, rest
-    assert "--resume" in rest
     meta = json.loads((work / "cut/cnn/meta.json").read_text())
-    assert not meta["train"]["complete"]
-    r = _run(args + ["--out", "cut", "--resume"], work)
-    assert r.wait(timeout=300) == 0, r.stderr.read()
+    assert not meta["train"]["complete"] and (meta["train"]["epoch"], meta["train"]["step"]) == (1, 21)
+    r = subprocess.run(printed_command(rest), cwd=work, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
     assert weights_equal(work / "full/cnn", work / "cut/cnn")
     lines = (work / "cut/cnn/metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
@@ -132,7 +136,7 @@ def test_frozen_prefix_cache_gives_the_same_weights(work):
         trainer = Trainer(asm, section, None, base_dir=work, quiet=True, use_cache=use_cache)
         trainer.run()
         results.append({k: v.clone() for k, v in asm.state().items()})
-        assert ("student" in trainer.ctx.wrappers) == use_cache
+        assert trainer.cached_prefix == use_cache
     a, b = results
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 

@@ -49,6 +49,11 @@ class Dataset(TensorDataset):
         return self.tensors[1]
 
     @property
+    def labeled(self) -> bool:
+        """False for label-free data (`noise`): every label is -1."""
+        return self.classes > 0
+
+    @property
     def shape(self) -> tuple[int, ...]:
         """The shape of one sample."""
         return tuple(self.x.shape[1:])
@@ -255,6 +260,30 @@ def folder(path: str | Path, size: Sequence[int] | None = None, base_dir: str | 
 
 
 # ---------------------------------------------------------------------------------------------
+# noise
+
+
+NOISES = ("uniform", "normal")
+
+
+def noise(n: int = 512, dist: str = "uniform", seed: int = 0, *, shape: Sequence[int] | None = None,
+          span=None) -> Dataset:
+    """`n` label-free samples shaped like the trained network's input: uniform in [0, 1] or
+    standard normal, seeded (the section's seed is not used: `seed` names the draw). For
+    procedures that train without samples (back-distillation); labels are all -1."""
+    if shape is None:
+        raise _fail("noise: the shape of the samples is unknown here", span,
+                    hint="noise(...) makes samples shaped like the trained network's input")
+    if dist not in NOISES:
+        raise _fail(f"noise: dist must be \"uniform\" or \"normal\", got {_show(dist)}", span)
+    g = torch.Generator().manual_seed(seed)
+    size = (n, *[int(v) for v in shape])
+    x = torch.rand(size, generator=g) if dist == "uniform" else torch.randn(size, generator=g)
+    name = _describe("noise", n=n, dist=None if dist == "uniform" else dist, seed=seed or None)
+    return Dataset(x, torch.full((n,), -1, dtype=torch.int64), 0, name)
+
+
+# ---------------------------------------------------------------------------------------------
 # checks and the registry
 
 
@@ -271,9 +300,11 @@ def fits(dataset: Dataset, input_shape: Sequence[int], span=None, *, input_name:
                     f"{outputs} outputs", span)
 
 
-def load(call: dict, base_dir: str | Path | None = None, span=None, *, seed: int | None = None) -> Dataset:
+def load(call: dict, base_dir: str | Path | None = None, span=None, *, seed: int | None = None,
+         shape: Sequence[int] | None = None) -> Dataset:
     """Load a checked data setting `{"name": ..., "args": {...}}` through the registry.
-    `base_dir` (the spec's folder) and `seed` reach the implementation when it takes them."""
+    `base_dir` (the spec's folder), `seed` and `shape` (the trained network's input shape)
+    reach the implementation when it takes them."""
     from ..settings import plugins
     table = plugins("data")
     name, args = call["name"], dict(call.get("args") or {})
@@ -287,7 +318,7 @@ def load(call: dict, base_dir: str | Path | None = None, span=None, *, seed: int
         raise _fail(f"data source '{name}' has no implementation installed", span)
     params = inspect.signature(impl).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key, value in (("base_dir", base_dir), ("span", span), ("seed", seed)):
+    for key, value in (("base_dir", base_dir), ("span", span), ("seed", seed), ("shape", shape)):
         if value is not None and (takes_any or key in params) and key not in args:
             args[key] = value
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .procedure import Batch, Procedure, first_output
+from .procedure import Batch, Procedure, Step, first_output
 from .teacher import teacher_network
 
 
@@ -15,11 +15,11 @@ class Distill(Procedure):
 
     def setup(self) -> None:
         self.teacher = teacher_network(self.ctx, self.ctx.args["teacher"])
-        self.teacher.eval()
 
-    def loss(self, batch: Batch):
+    def loss(self, batch: Batch) -> Step:
         x, y = batch[0]
-        logits = first_output(self.ctx.model(self.ctx.networks[0])(x))
+        student = self.networks()[0]
+        logits = first_output(self.ctx.model(student)(x))
         with torch.no_grad():
             target = first_output(self.teacher(x))
         if target.shape != logits.shape:
@@ -30,4 +30,4 @@ class Distill(Procedure):
         kd = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1), log_target=True,
                       reduction="batchmean") * (t * t)
         loss = (1 - a) * ce + a * kd
-        return loss, {"ce": ce.item(), "kd": kd.item()}, logits
+        return Step(loss, {"ce": ce.item(), "kd": kd.item()}, {student: logits})

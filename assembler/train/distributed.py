@@ -15,12 +15,16 @@ def is_distributed() -> bool:
     return td.is_available() and td.is_initialized()
 
 
-def init_from_env() -> bool:
-    """Join the process group that torchrun describes in the environment, once."""
+def init_from_env(device: torch.device | None = None) -> bool:
+    """Join the process group that torchrun describes in the environment, once: nccl when
+    training on GPUs (each rank on its local one), gloo on CPUs."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return is_distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    td.init_process_group(backend=backend)
+    if device is not None and device.type == "cuda":
+        torch.cuda.set_device(device)
+        td.init_process_group(backend="nccl")
+    else:
+        td.init_process_group(backend="gloo")
     return True
 
 
@@ -53,24 +57,54 @@ def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on some rank (e.g. a Ctrl-C)."""
     if not is_distributed():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
     td.all_reduce(t)
     return bool(t.item() > 0)
 
 
+def _comm_device() -> torch.device:
+    """Where collective tensors live: nccl needs them on the rank's GPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
+
+
 def reduce_sums(partial: dict) -> dict:
-    """Sum the numeric entries of an epoch's running totals over ranks."""
+    """Sum the numbers of an epoch's running totals (nested dicts) over ranks; wall time stays
+    this rank's. Every rank holds the same keys: each saw the same networks and terms."""
     if not is_distributed():
         return partial
-    keys = ["loss", "correct", "seen", "steps", "seconds"] + sorted(partial["terms"])
-    values = [float(partial[k]) for k in keys[:5]] + [float(partial["terms"][k]) for k in keys[5:]]
-    t = torch.tensor(values, dtype=torch.float64)
+    paths = sorted(_leaves(partial))
+    t = torch.tensor([float(_get(partial, p)) for p in paths], dtype=torch.float64, device=_comm_device())
     td.all_reduce(t)
-    out = dict(zip(keys[:5], t[:5].tolist()))
-    out["seconds"] = partial["seconds"]  # wall time, not a sum
-    out["correct"], out["seen"], out["steps"] = int(out["correct"]), int(out["seen"]), int(out["steps"])
-    out["terms"] = dict(zip(keys[5:], t[5:].tolist()))
+    out = _copy(partial)
+    for path, v in zip(paths, t.tolist()):
+        _set(out, path, int(v) if isinstance(_get(partial, path), int) else v)
     return out
+
+
+def _leaves(d: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _leaves(v, prefix + (k,))
+        elif isinstance(v, (int, float)) and prefix + (k,) != ("seconds",):
+            out.append(prefix + (k,))
+    return out
+
+
+def _get(d: dict, path: tuple):
+    for k in path:
+        d = d[k]
+    return d
+
+
+def _set(d: dict, path: tuple, value) -> None:
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value
+
+
+def _copy(d: dict) -> dict:
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
 def _unused_possible(checked, name: str) -> bool:

@@ -71,18 +71,20 @@ class Features:
         return tuple(f[idx] for f in self.feats)
 
 
-def cached(asm, name: str, xs: list[torch.Tensor], batch: int = 512):
-    """(suffix module, one tuple of feature tensors per data set) or None without a prefix."""
+def cached(asm, name: str, xs: list[torch.Tensor], device: torch.device | None = None, batch: int = 512):
+    """(suffix module, one tuple of feature tensors per data set, on `device`) or None without a
+    prefix."""
     parts = split(asm.checked.networks[name])
     if parts is None:
         return None
     prefix, suffix, frontier = parts
-    pre = build_graph(prefix, asm.modules)
+    device = device or torch.device("cpu")
+    pre = build_graph(prefix, asm.modules).to(device)
     pre.eval()
     feats = []
     with torch.no_grad():
         for x in xs:
-            chunks = [pre(x[i:i + batch]) for i in range(0, len(x), batch)]
+            chunks = [pre(x[i:i + batch].to(device)) for i in range(0, len(x), batch)]
             chunks = [c if isinstance(c, tuple) else (c,) for c in chunks]
             feats.append(tuple(torch.cat([c[k] for c in chunks]) for k in range(len(frontier))))
-    return Suffix(build_graph(suffix, asm.modules)), feats
+    return Suffix(build_graph(suffix, asm.modules).to(device)), feats

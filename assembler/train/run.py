@@ -8,16 +8,19 @@ argument of the procedure)."""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import networkx as nx
 
 from .. import ir
-from ..compiler import compile as compile_spec
-from ..errors import CheckError, Diagnostic, SpecError
+from ..assemble import compile as compile_spec
+from ..checkpoint import META, metrics_lines, read_meta, save
+from ..errors import CheckError, Diagnostic, SpecError, did_you_mean
 from ..parser import parse_fragment
 from ..resolve import _references, check
 from . import distributed as dist
+from .device import resolve as resolve_device
 from .trainer import Interrupted, Trainer
 
 
@@ -99,10 +102,10 @@ def section_order(checked, spec: ir.Spec, only: str | None = None) -> list:
 
 
 def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = None, sets: list[str] = (),
-               resume: bool = False, quiet: bool = False, single_checkpoint: bool = False) -> dict[str, list]:
+               resume: bool = False, quiet: bool = False, single_checkpoint: bool = False,
+               device: str | None = None, force: bool = False) -> dict[str, list]:
     """Train a spec; returns each trained network's metrics history."""
     from .cache import ensure_trained
-    dist.init_from_env()
     base = Path(spec.filename).parent if not spec.filename.startswith("<") else Path.cwd()
     for use in spec.uses:
         target = base / use.path
@@ -110,55 +113,90 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
             ensure_trained(target, quiet=quiet)
     spec = apply_sets(spec, list(sets), (network,) if network else None)
     checked = _check_with_flags(spec)
-    if not checked.trains:
-        raise CheckError(Diagnostic(f"{spec.filename} has no train section", spec.filename,
-                                    hint="add one: train NET { procedure = finetune ... }"))
-    sections = section_order(checked, spec)
-    if network is not None:
-        if network not in checked.networks:
-            from ..errors import did_you_mean
-            raise SpecError(Diagnostic(f"no network '{network}' (given by --network)", spec.filename,
-                                       hint=did_you_mean(network, checked.networks)))
-        if not any(network in t.networks for t in sections):
-            raise SpecError(Diagnostic(f"network '{network}' has no train section", spec.filename,
-                                       hint=f"add: train {network} {{ ... }}"))
-        sections = section_order(checked, spec, only=network)
-    seed = sections[-1].settings.get("seed", 0) if sections else 0
-    asm = compile_spec(spec, seed=seed)
+    sections = _sections(checked, spec, network)
+    torch_device = resolve_device(device if device is not None else sections[-1].settings.get("device"),
+                                  "--device" if device is not None else "setting 'device'")
+    dist.init_from_env(torch_device)
+    asm = compile_spec(spec, seed=sections[-1].settings.get("seed", 0))
     _set_threads(asm, sections)
     if not quiet and dist.rank() == 0:
-        import sys
         for w in asm.warnings:
-            if "not implemented" not in w:
-                print(f"warning: {w}", file=sys.stderr)
+            print(f"warning: {w}", file=sys.stderr)
     results = {}
     for t in sections:
-        is_target = network is None or network in t.networks
-        dest = None
-        if is_target and not single_checkpoint:
-            dest = out if network is not None else (out / t.networks[0] if out else None)
-        trainer = Trainer(asm, t, dest, base_dir=base, quiet=quiet)
-        resume_from = dest if resume and dest is not None and (dest / "meta.json").is_file() else None
+        dest = _destination(t, network, out, single_checkpoint)
+        trainer = Trainer(asm, t, dest, base_dir=base, quiet=quiet, device=torch_device)
+        resume_from = _resumable(dest, resume, force, quiet)
         if resume_from is not None and _complete(dest):
-            from ..checkpoint import _load_owned
-            _load_owned(asm, dest, asm.checked)
-            results[t.networks[0]] = _history(dest)
+            asm = _finished(trainer, dest, quiet)
+            results.update({n: metrics_lines(dest) for n in t.networks})
             continue
-        history = trainer.run(resume_from=resume_from)
-        asm = trainer.asm  # a procedure may end with a new graph (NetTailor's tailored network)
-        for n in t.networks:
-            results[n] = history
+        outcome = trainer.run(resume_from=resume_from)
+        asm = outcome.asm  # a procedure may end with a new graph (NetTailor's tailored network)
+        results.update({n: trainer.state.history for n in t.networks})
         if dest is not None and network is None and dist.rank() == 0:
             for other in t.networks[1:]:
                 if (out / other).exists():
                     shutil.rmtree(out / other)
                 shutil.copytree(dest, out / other)
     if single_checkpoint and out is not None and dist.rank() == 0:
-        from ..checkpoint import save
         save(asm, out, settings={}, metrics={n: h[-1] if h else {} for n, h in results.items()},
              extra={"train": {"complete": True, "networks": list(results)}})
     dist.barrier()
     return results
+
+
+def _sections(checked, spec: ir.Spec, network: str | None) -> list:
+    if not checked.trains:
+        raise CheckError(Diagnostic(f"{spec.filename} has no train section", spec.filename,
+                                    hint="add one: train NET { procedure = finetune ... }"))
+    if network is None:
+        return section_order(checked, spec)
+    if network not in checked.networks:
+        raise SpecError(Diagnostic(f"no network '{network}' (given by --network)", spec.filename,
+                                   hint=did_you_mean(network, checked.networks)))
+    if not any(network in t.networks for t in checked.trains):
+        raise SpecError(Diagnostic(f"network '{network}' has no train section", spec.filename,
+                                   hint=f"add: train {network} {{ ... }}"))
+    return section_order(checked, spec, only=network)
+
+
+def _destination(section, network: str | None, out: Path | None, single_checkpoint: bool) -> Path | None:
+    """Where a section's checkpoint goes: `out` for the asked network, `out/<first network>`
+    when training every section, nowhere for sections trained only in memory."""
+    if single_checkpoint or out is None:
+        return None
+    if network is None:
+        return out / section.networks[0]
+    return out if network in section.networks else None
+
+
+def _resumable(dest: Path | None, resume: bool, force: bool, quiet: bool) -> Path | None:
+    """The checkpoint to resume from, or None to start over; never overwrites silently."""
+    if dest is None:
+        return None
+    exists = (dest / META).is_file()
+    if resume:
+        if exists:
+            return dest
+        if not quiet and dist.rank() == 0:
+            print(f"note: nothing to resume in {dest}: training from the start", file=sys.stderr)
+        return None
+    if exists and not force:
+        raise SpecError(Diagnostic(f"{dest} already holds a checkpoint", str(dest),
+                                   hint="add --resume to continue it, --force to overwrite it, or give another --out"))
+    return None
+
+
+def _finished(trainer: Trainer, dest: Path, quiet: bool):
+    """A complete checkpoint given to --resume: verified (hashes, spec and settings) and loaded,
+    not retrained."""
+    from ..checkpoint import restore
+    from .state import read_state
+    read_state(trainer, dest)
+    if not quiet and dist.rank() == 0:
+        print(f"{dest} is already trained (complete); nothing to resume", file=sys.stderr)
+    return restore(dest)
 
 
 SMALL_FLOPS = 50_000_000  # per sample: below this, one intra-op thread is fastest
@@ -177,13 +215,7 @@ def _set_threads(asm, sections) -> None:
 
 
 def _complete(path: Path) -> bool:
-    from ..checkpoint import read_meta
     return bool(read_meta(path).get("train", {}).get("complete"))
-
-
-def _history(path: Path) -> list:
-    from ..checkpoint import metrics_lines
-    return metrics_lines(path)
 
 
 def _check_with_flags(spec: ir.Spec):

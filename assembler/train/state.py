@@ -1,83 +1,131 @@
-"""Saving and resuming a run: the checkpoint directory plus `train_state.safetensors`
-(optimizer tensors, the RNG state at an interruption) and a `train` entry in meta.json
-(epoch, step, history, the optimizer's scalar state). No pickle anywhere."""
+"""Saving and resuming a run: the checkpoint directory plus `train_state.safetensors` (every
+optimizer's tensors, the procedure's tensors, the RNG state at an interruption) and a `train`
+entry in meta.json (stage, epoch, step, history, the optimizers' scalar state, the procedure's
+JSON state). No pickle anywhere."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ..checkpoint import _load_owned, read_meta, save, verify
+from ..checkpoint import load_weights, read_meta, save, verify
 from ..errors import CheckpointError, Diagnostic
 from ..printer import format_spec
 from ..resolve import expand
 
 STATE = "train_state.safetensors"
+UNSTORED = ("device",)  # settings a run may change on resume: where it runs is not what it computes
 
 
-def run_key(trainer) -> str:
+def run_key(spec, settings: dict, networks) -> str:
     """What must agree for a resume: the networks' spec and the section's settings."""
-    spec = expand(trainer.asm.spec).model_copy(update={"comments": ()})
-    blob = json.dumps({"spec": format_spec(spec), "settings": trainer.settings,
-                       "networks": list(trainer.section.networks)}, sort_keys=True, default=str)
+    text = format_spec(expand(spec).model_copy(update={"comments": ()}))
+    kept = {k: v for k, v in settings.items() if k not in UNSTORED}
+    blob = json.dumps({"spec": text, "settings": kept, "networks": list(networks)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def save_state(trainer, complete: bool) -> None:
-    opt = trainer.optimizer.state_dict()
-    blobs: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for idx, st in opt["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                blobs[f"opt.{idx}.{k}"] = v.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    if trainer.state.rng is not None:
-        blobs["rng"] = trainer.state.rng
+# -- flattening: JSON values and tensors apart ----------------------------------------------------
+
+
+def split_tensors(value: Any, prefix: str, blobs: dict[str, torch.Tensor]) -> Any:
+    """`value` with every tensor replaced by {"tensor": KEY}, the tensors put in `blobs`."""
+    if torch.is_tensor(value):
+        blobs[prefix] = value.detach().contiguous().cpu()
+        return {"tensor": prefix}
+    if isinstance(value, dict):
+        return {str(k): split_tensors(v, f"{prefix}.{k}", blobs) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [split_tensors(v, f"{prefix}.{i}", blobs) for i, v in enumerate(value)]
+    return value
+
+
+def join_tensors(value: Any, blobs: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"tensor"} and isinstance(value["tensor"], str):
+            return blobs[value["tensor"]]
+        return {k: join_tensors(v, blobs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [join_tensors(v, blobs) for v in value]
+    return value
+
+
+def _optimizer_state(opt: torch.optim.Optimizer, name: str, blobs: dict) -> dict:
+    sd = opt.state_dict()
+    state = {str(i): split_tensors(st, f"opt.{name}.{i}", blobs) for i, st in sd["state"].items()}
+    return {"state": state, "param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, saved: dict, blobs: dict) -> None:
+    state = {int(i): join_tensors(st, blobs) for i, st in saved["state"].items()}
+    opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+# -- saving and loading ----------------------------------------------------------------------------
+
+
+def save_state(trainer, complete: bool, asm=None, extra_metrics: dict | None = None) -> None:
+    """Write the trainer's checkpoint: the Assembly (the stage's, or `asm`), weights, and
+    everything a resume needs."""
     st = trainer.state
-    train = {"epoch": st.epoch, "step": st.step, "complete": complete, "history": st.history,
-             "partial": st.partial if st.step else {}, "opt_scalars": scalars,
-             "param_groups": [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
-                              for g in opt["param_groups"]],
-             "run": run_key(trainer), "networks": list(trainer.section.networks)}
-    last = st.history[-1] if st.history else {}
+    blobs: dict[str, torch.Tensor] = {}
+    optimizers = {} if complete or trainer.optimizers is None else {
+        n: _optimizer_state(o, n, blobs) for n, o in trainer.optimizers.torch.items()}
+    procedure = {} if complete else split_tensors(trainer.procedure.state_dict(), "procedure", blobs)
+    if st.rng is not None:
+        for k, t in st.rng.items():
+            blobs[f"rng.{k}"] = t
+    train = {"stage": st.stage, "epoch": st.epoch, "step": st.step, "complete": complete, "history": st.history,
+             "partial": st.partial if st.step else {}, "optimizers": optimizers, "procedure": procedure,
+             "run": trainer.run_key, "networks": list(trainer.section.networks),
+             "stages": [s.name for s in trainer.stages]}
+    last = next((m for m in reversed(st.history) if "epoch" in m and m.get("stage") != "final"), {})
     metrics = {k: v for k, v in last.items() if k != "epoch"}
-    metrics.update(getattr(trainer.procedure, "final_metrics", {}) or {})
-    save(trainer.asm, trainer.out, settings=trainer.settings, metrics=metrics, metrics_lines=st.history,
-         extra={"train": train, "base_dir": str(trainer.base_dir.resolve())}, files={STATE: save_bytes(blobs or {"empty": torch.zeros(0)})})
+    metrics.update(extra_metrics or {})
+    save(asm or trainer.ctx.asm, trainer.out, settings=trainer.settings, metrics=metrics, metrics_lines=st.history,
+         extra={"train": train, "base_dir": str(trainer.base_dir.resolve())},
+         files={STATE: save_bytes(blobs or {"empty": torch.zeros(0)})})
 
 
-def load_state(trainer, path) -> None:
-    """Restore weights, optimizer, RNG and progress from a checkpoint written by `save_state`."""
+def read_state(trainer, path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The `train` entry of a checkpoint and its tensors, verified against this run."""
     meta = read_meta(path)
     verify(path, meta)
     train = meta.get("train")
     if not train:
         raise CheckpointError(Diagnostic(f"{path} holds no training state to resume", str(path),
                                          hint="train without --resume"))
-    if train.get("run") != run_key(trainer):
+    if train.get("run") != trainer.run_key:
         raise CheckpointError(Diagnostic(
             f"{path} was written by a run with another spec or other settings; it cannot be resumed", str(path),
             hint="train without --resume to start over, or use the same spec and --set values"))
-    _load_owned(trainer.asm, path, trainer.asm.checked)
     try:
         blobs = load_bytes((path / STATE).read_bytes())
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(Diagnostic(f"cannot read {STATE}: {e}", str(path / STATE))) from None
-    state = {}
-    for key, t in blobs.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = t
-    for idx, sc in train["opt_scalars"].items():
-        state.setdefault(int(idx), {}).update(sc)
-    trainer.optimizer.load_state_dict({"state": state, "param_groups": train["param_groups"]})
+    return train, blobs
+
+
+def restore_procedure(trainer, train: dict, blobs: dict) -> None:
+    """Give the procedure its saved state and the trainer its progress (before the stage's
+    Assembly is built)."""
+    trainer.procedure.load_state_dict(join_tensors(train.get("procedure") or {}, blobs))
     st = trainer.state
-    st.epoch, st.step, st.history = train["epoch"], train["step"], list(train["history"])
+    st.stage, st.epoch, st.step = train.get("stage", 0), train["epoch"], train["step"]
+    st.history = list(train["history"])
     st.partial = train.get("partial") or {}
-    st.rng = blobs.get("rng") if st.step else None
+    rng = {k[len("rng."):]: t for k, t in blobs.items() if k.startswith("rng.")}
+    st.rng = rng if st.step and rng else None
+
+
+def restore_stage(trainer, path, train: dict, blobs: dict) -> None:
+    """Load the weights and optimizer states of the stage in progress."""
+    load_weights(trainer.ctx.asm, path)
+    for name, opt in trainer.optimizers.torch.items():
+        if name in train.get("optimizers", {}):
+            _load_optimizer(opt, train["optimizers"][name], blobs)

@@ -1,80 +1,93 @@
-"""NetTailor's last stage (paper 001, section 3.5): prune, fine-tune, and keep the leanest
-network within `tolerance` of the teacher's accuracy. The result is an ordinary spec: removed
-blocks gone, single-path gates collapsed."""
+"""NetTailor's structure and last stage (paper 001, section 3.5): the paths of a network's
+gates with their relative costs, what to prune for a given k, the pruned Assembly, the choice
+of the leanest network within `tolerance` of the reference, and the table over k. The result
+is an ordinary spec: removed blocks gone, single-path gates collapsed."""
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 
-from ..compiler import compile as compile_spec
+import torch
+
+from ..assemble import compile as compile_spec
+from ..checkpoint import attach_imports
+from ..compiler import copy_weights
 from ..edits import prune_with_map
-from ..errors import SpecError
+from ..graph import CheckedNetwork
 from ..resolve import expand
-from ..testing.checks import share_weights
-from .trainer import Trainer, evaluate
+
+
+@dataclass(frozen=True)
+class GatePath:
+    gate: str  # module key of the gate
+    binding: str  # the gated binding (node j)
+    index: int  # path index in the gate
+    source: str | None  # the gated binding it reads (node i), None for an input or ungated value
+    cost: float  # the path's FLOPs over the network's FLOPs without proxies
+    proxy: bool  # a task-specific proxy (else a pre-trained block)
+
+
+def gate_paths(net: CheckedNetwork) -> list[GatePath]:
+    """Every path of every gate of a network, with the binding it reads and its relative cost."""
+    gates = {n.binding: n for n in net.nodes if n.op == "gate"}
+    by_name = {n.name: n for n in net.nodes}
+    found, proxy_flops = [], 0
+    for g in gates.values():
+        for i, last in enumerate(g.inputs):
+            nodes, frontier, source = [], [last], None
+            while frontier:
+                cur = by_name[frontier.pop()]
+                if cur.binding != g.binding or cur.op == "input":
+                    source = cur.binding
+                    continue
+                nodes.append(cur)
+                frontier.extend(cur.inputs)
+            flops = sum(n.flops for n in nodes)
+            proxy = any(n.role == "proxy" for n in nodes)
+            proxy_flops += flops if proxy else 0
+            found.append((g, i, source if source in gates else None, flops, proxy))
+    total = max(1, sum(n.flops for n in net.nodes) - proxy_flops - sum(g.flops for g in gates.values()))
+    return [GatePath(g.module, g.binding, i, src, flops / total, proxy) for g, i, src, flops, proxy in found]
+
+
+def removable_blocks(net: CheckedNetwork) -> int:
+    """How many pre-trained blocks (gate paths without proxies) pruning can remove."""
+    return sum(not p.proxy for p in gate_paths(net))
+
+
+def pruning_plan(net: CheckedNetwork, modules: dict, threshold: float, k: int) -> tuple[list[str], list[str]]:
+    """What to remove: proxies with alpha < threshold, and the k pre-trained blocks (gate paths
+    without proxies) with the smallest alpha, as `edits.prune` items. Returns (items, removed
+    blocks)."""
+    paths = gate_paths(net)
+    with torch.no_grad():
+        alphas = {p.gate: modules[p.gate].alphas().tolist() for p in paths}
+    items = [f"{p.binding}.in{p.index}" for p in paths if p.proxy and alphas[p.gate][p.index] < threshold]
+    blocks = sorted((alphas[p.gate][p.index], p.binding, p.index) for p in paths if not p.proxy)
+    removed = blocks[:k]
+    return items + [f"{b}.in{i}" for _, b, i in removed], [b for _, b, _ in removed]
 
 
 def prune_assembly(asm, student: str, threshold: float, k: int, seed: int = 0):
     """Prune a trained Assembly's student: (new Assembly with the surviving weights, removed
-    pre-trained blocks, removed items)."""
-    from .nettailor import pruning_plan
+    pre-trained blocks, removed items). The new Assembly shares the imports of the old one."""
     net = asm.checked.networks[student]
     items, removed = pruning_plan(net, asm.modules, threshold, k)
     pruned, keymap, kept = prune_with_map(expand(asm.spec), student, items)
-    new = compile_spec(pruned, seed=seed)
-    share_weights(asm, new, keymap, kept, network=student)
+    new = compile_spec(pruned, seed=seed, imports=False)
+    attach_imports(new, reuse=asm.imports)
+    copy_weights(asm, new, keymap, kept, network=student)
     return new, removed, items
 
 
-def tailor(proc, trainer) -> dict:
-    args = proc.ctx.args
-    asm, student = trainer.asm, proc.student
-    val = trainer.val_data  # the choice of k uses held-out training data, never the test data
-    test = trainer.test_data[0] if trainer.test_data else None
-    teacher_acc = evaluate(proc.teacher, val)["accuracy"]
-    teacher_test = evaluate(proc.teacher, test)["accuracy"] if test is not None else None
-    # The teacher usually trained on the held-out samples too, which inflates its accuracy there;
-    # the untailored student never saw them. The reference is the lower of the two.
-    student_acc = evaluate(asm.network(student), val)["accuracy"]
-    reference = min(teacher_acc, student_acc)
-    from .nettailor import gate_paths
-    n_blocks = sum(not p.proxy for p in gate_paths(asm.checked.networks[student]))
-    ks = args.get("blocks") or list(range(n_blocks + 1))
-    retrain = dict(trainer.settings, epochs=args.get("retrain_epochs") or trainer.settings["epochs"])
-    section = trainer.section.model_copy(update={"settings": retrain})
-    rows, candidates = [], []
-    for k in ks:
-        try:
-            new, removed, items = prune_assembly(asm, student, args["threshold"], k, trainer.settings["seed"])
-        except SpecError as e:
-            rows.append({"k": k, "error": e.message})
-            continue
-        from .nettailor import NetTailor
-        Trainer(new, section, None, base_dir=trainer.base_dir, quiet=True,
-                procedure_factory=lambda ctx: NetTailor(ctx, retraining=True)).run()
-        acc = evaluate(new[student], val)["accuracy"]
-        row = {"k": k, "removed_blocks": removed, "removed_proxies": len(items) - len(removed),
-               "params": new.checked.params(student), "flops": new.checked.flops(student), "accuracy": acc,
-               "test_accuracy": evaluate(new[student], test)["accuracy"] if test is not None else None}
-        rows.append(row)
-        candidates.append((row, new))
-    if not candidates:
-        raise SpecError.at("nettailor: no pruning left a valid network", trainer.section.span)
-    good = [c for c in candidates if c[0]["accuracy"] >= reference - args["tolerance"]]
-    chosen = min(good, key=lambda c: (c[0]["flops"], -c[0]["accuracy"])) if good else \
-        max(candidates, key=lambda c: c[0]["accuracy"])
-    trainer.asm = proc.ctx.asm = chosen[1]
-    before = {"params": asm.checked.params(student), "flops": asm.checked.flops(student)}
-    summary = {"teacher_accuracy": teacher_test, "teacher_val_accuracy": teacher_acc,
-               "student_val_accuracy": student_acc, "reference_accuracy": reference,
-               "student_params": before["params"], "student_flops": before["flops"], "tailor": rows,
-               "chosen_k": chosen[0]["k"], "val_accuracy": chosen[0]["accuracy"],
-               "test_accuracy": chosen[0]["test_accuracy"], "params": chosen[0]["params"],
-               "flops": chosen[0]["flops"]}
-    proc.final_metrics = summary
-    if not trainer.quiet:
-        print(table(summary), file=sys.stderr)
-    return summary
+def choose(rows: list[dict], reference: float, tolerance: float) -> dict | None:
+    """The leanest candidate within `tolerance` of the reference accuracy (ties: the more
+    accurate); the most accurate when none is."""
+    done = [r for r in rows if "accuracy" in r]
+    good = [r for r in done if r["accuracy"] >= reference - tolerance]
+    if good:
+        return min(good, key=lambda r: (r["flops"], -r["accuracy"], r["k"]))
+    return max(done, key=lambda r: (r["accuracy"], -r["k"]), default=None)
 
 
 def table(summary: dict) -> str:
@@ -83,8 +96,8 @@ def table(summary: dict) -> str:
              f"{summary['student_flops']:,} FLOPs); reference {summary['reference_accuracy']:.4f}",
              f"{'k':>3}  {'params':>9}  {'FLOPs':>10}  {'val acc':>8}  {'test acc':>8}  removed blocks"]
     for r in summary["tailor"]:
-        if "error" in r:
-            lines.append(f"{r['k']:>3}  {r['error']}")
+        if "skipped" in r:
+            lines.append(f"{r['k']:>3}  skipped: {r['skipped']}")
             continue
         mark = "  <- kept" if r["k"] == summary["chosen_k"] else ""
         t = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
