@@ -1,5 +1,5 @@
 """The cache of trained imports: a spec imported with `use` that has `train` sections is
-trained on demand (`assembler.train.cache.ensure_trained`) and its checkpoint cached here,
+trained on demand (`assembler.train.run.ensure_trained`) and its checkpoint cached here,
 keyed by a content hash of everything that determines its weights (its canonical text, its
 imports' keys, its data files, the versions of assembler and torch).
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import WEIGHTS, is_checkpoint, read_meta, sha256
+from .store import WEIGHTS, is_checkpoint, read_meta, sha256
 
 def cache_root() -> Path:
     return Path(os.environ.get("ASSEMBLER_CACHE") or Path.home() / ".cache" / "assembler")

@@ -15,42 +15,15 @@ import os
 import shutil
 import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .errors import CheckpointError, Diagnostic
-
-FORMAT = "assembler-checkpoint/1"
-SPEC, WEIGHTS, META, METRICS = "spec.net", "weights.safetensors", "meta.json", "metrics.jsonl"
-
-
-def _error(message: str, path, hint: str | None = None) -> CheckpointError:
-    return CheckpointError(Diagnostic(message, str(path), hint=hint))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def is_checkpoint(path: str | os.PathLike) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / META).is_file() and (p / SPEC).is_file()
-
-
-def checkpoint_dir_of(spec_path: str) -> Path | None:
-    """The checkpoint a resolved import path belongs to (`.../ckpt/spec.net` -> `.../ckpt`)."""
-    p = Path(spec_path)
-    return p.parent if p.name == SPEC and is_checkpoint(p.parent) else None
-
+from .cache import lookup
+from .store import (FORMAT, META, METRICS, SPEC, WEIGHTS, checkpoint_dir_of, error, is_checkpoint, read_meta,
+                    sha256, tensors, verify)
 
 # ---------------------------------------------------------------------------------------------
 # Saving
@@ -133,50 +106,11 @@ def _relocated(spec, target: Path):
 
 def trained_checkpoint(spec_path: Path) -> Path | None:
     """The cached trained checkpoint of a spec file, if `train` has built one."""
-    from .cache import lookup
     return lookup(spec_path)
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
-
-
-def read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _error(f"not a checkpoint: {path} has no {META}", path,
-                     hint="a checkpoint is a directory written by 'assembler train' or 'compile -o'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _error(f"{META} is not valid JSON: {e}", path / META) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _error(f"{META} is not an assembler checkpoint of format {FORMAT}", path / META)
-    return meta
-
-
-def verify(path: Path, meta: dict) -> None:
-    for name in dict.fromkeys((SPEC, WEIGHTS, *meta.get("hashes", {}))):
-        file = path / name
-        if not file.is_file():
-            raise _error(f"checkpoint is missing {name}", path)
-        want = meta.get("hashes", {}).get(name)
-        if want != sha256(file):
-            raise _error(f"{name} does not match its hash in {META}: the file was changed or corrupted", file,
-                         hint="restore the checkpoint, or retrain it")
-
-
-@lru_cache(maxsize=64)
-def _tensors(weights: Path, mtime: float) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise _error(f"cannot read tensors: {e}", weights, hint="the file is corrupted; retrain or restore it") \
-            from None
-
-
-def tensors(path: Path) -> dict[str, torch.Tensor]:
-    w = path / WEIGHTS
-    return _tensors(w, w.stat().st_mtime)
 
 
 def restore(path: str | os.PathLike):
@@ -210,13 +144,13 @@ def load_weights(asm, path: Path) -> None:
     wanted = asm.state(owned_only=True)
     for key, t in stored.items():
         if key not in wanted:
-            raise _error(f"tensor '{key}' belongs to nothing in {SPEC}", path / WEIGHTS,
+            raise error(f"tensor '{key}' belongs to nothing in {SPEC}", path / WEIGHTS,
                          hint="the weights and the spec do not match; retrain or restore the checkpoint")
     for key, t in wanted.items():
         if key not in stored:
-            raise _error(f"no tensor '{key}' for {_where(checked, _module_key(asm, key))}", path / WEIGHTS)
+            raise error(f"no tensor '{key}' for {_where(checked, _module_key(asm, key))}", path / WEIGHTS)
         if tuple(stored[key].shape) != tuple(t.shape):
-            raise _error(f"tensor '{key}' has shape {list(stored[key].shape)} but "
+            raise error(f"tensor '{key}' has shape {list(stored[key].shape)} but "
                          f"{_where(checked, _module_key(asm, key))} needs {list(t.shape)}", path / WEIGHTS)
     with torch.no_grad():
         for key, t in wanted.items():
@@ -280,7 +214,7 @@ def attach_imports(asm, *, expected: dict | None = None, where: Path | None = No
 def _check_import_hash(alias: str, ckpt: Path, recorded: dict | None, where: Path | None) -> None:
     want = (recorded or {}).get("weights")
     if want and want != sha256(ckpt / WEIGHTS):
-        raise _error(f"the checkpoint imported as '{alias}' ({ckpt}) changed since {where} was saved "
+        raise error(f"the checkpoint imported as '{alias}' ({ckpt}) changed since {where} was saved "
                      "(its weights hash differs)", where / META if where else ckpt,
                      hint="retrain the checkpoint that imports it")
 

@@ -15,9 +15,8 @@ from .checkpoint import restore
 from . import draw
 from .summary import learned_weights, network_summary
 from .resolve import check
-from .train.cache import ensure_trained
 from .train.evaluation import evaluate
-from .train.run import train_spec
+from .train.run import ensure_trained, train_spec
 from . import data
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"

@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from . import ir
-from .errors import Diagnostic, diagnostic, did_you_mean
+from .errors import Diagnostic, SpecError, diagnostic, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,19 @@ def register(plugin: Plugin) -> Plugin:
 
 
 def plugins(kind: str) -> dict[str, Plugin]:
-    """The registry of one kind, with installed packages' entries loaded on first use."""
+    """The registry of one kind, with installed packages' entries loaded on first use, and the
+    modules named in $ASSEMBLER_PLUGINS (comma-separated; each registers its plug-ins when
+    imported), for plug-ins that are not packaged."""
+    if "env" not in _loaded:
+        _loaded.add("env")
+        import importlib
+        import os
+        for module in filter(None, (m.strip() for m in os.environ.get("ASSEMBLER_PLUGINS", "").split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise SpecError(Diagnostic(f"ASSEMBLER_PLUGINS: cannot import '{module}': {e}", "ASSEMBLER_PLUGINS",
+                                           hint="name importable modules (on PYTHONPATH), separated by commas")) from None
     if kind in _GROUPS and kind not in _loaded:
         _loaded.add(kind)
         for ep in entry_points(group=_GROUPS[kind]):
@@ -110,6 +122,10 @@ _PROCEDURES = [
         P("temperature", "float", 4.0, _positive, "softmax temperature of the KD term"),
         P("alpha", "float", 0.5, _fraction, "weight of the KD term; the task loss gets 1 - alpha"),
     ), "task loss plus temperature-scaled KD on a teacher's outputs", loader="assembler.train.distill:Distill"),
+    Plugin("procedure", "matching", (
+        P("beta", "float", 0.5, _non_negative, "weight of the matching edges' loss"),
+    ), "task loss plus fixed-weight matching edges into the trained network (FitNets, attention transfer)",
+        loader="assembler.train.matching:Matching"),
     Plugin("procedure", "backdistill", (
         P("teacher", "network", doc="the network whose task module the student must reproduce"),
         P("at", "binding", doc="the adapter whose input the pseudo-gradients are taken at"),

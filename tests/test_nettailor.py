@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,28 @@ def test_tailor_example_end_to_end(tmp_path, monkeypatch):
     assert r.output.startswith("removed 1 path(s): c3.in0\n")
     r = run.invoke(main, ["prune", "init", "-n", "student", "--threshold", "0.5", "--blocks", "1", "-o", "p2"])
     assert r.exit_code == 1 and "would remove the output(s) logits" in r.output
+
+
+def test_ctrl_c_while_retraining_a_pruned_network_resumes_as_printed(tmp_path):
+    """A real SIGINT inside the fine-tuning of k=1 (stage 2): the checkpoint holds the pruned
+    network, the printed command resumes it, and the result equals an uninterrupted run."""
+    for f in SPECS.glob("*.net"):
+        shutil.copy(f, tmp_path / f.name)
+    args = ["train", "tailor.net", "--network", "student", "--set", "epochs=2", "--set", "procedure.retrain_epochs=1",
+            "--set", "procedure.blocks=[0, 1]", "--set", "procedure.threshold=0.01"]
+    exe = str(Path(sys.executable).with_name("assembler"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full = subprocess.run([exe, *args, "--out", "full", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    cut = subprocess.run([exe, *args, "--out", "cut"], cwd=tmp_path, env={**env, "ASSEMBLER_FAULT": "sigint@2:0:1"},
+                         capture_output=True, text=True)
+    assert cut.returncode == 130, cut.stderr
+    assert "saved cut;" in cut.stderr and "None" not in cut.stderr
+    meta = json.loads((tmp_path / "cut/meta.json").read_text())
+    assert meta["train"]["stage"] == 2 and not meta["train"]["complete"]
+    assert "c" in (tmp_path / "cut/spec.net").read_text()
+    words = shlex.split(cut.stderr.split("continue with:", 1)[1].splitlines()[0])
+    again = subprocess.run([exe, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    for name in ("weights.safetensors", "spec.net"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()

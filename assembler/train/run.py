@@ -1,4 +1,5 @@
-"""`assembler train`: train a spec's sections in dependency order, imports first.
+"""`assembler train`: train a spec's sections in dependency order, imports first (a spec
+imported with `use` that has train sections is trained once, into the cache).
 
 `train FILE --out DIR` trains every section into `DIR/<network>`; with `--network N` only N's
 section (and the same-file sections it depends on, in memory) into `DIR`, which is then N's
@@ -15,6 +16,7 @@ import networkx as nx
 
 from .. import ir
 from ..assemble import compile as compile_spec
+from ..cache import cache_root, lookup, spec_key
 from ..checkpoint import META, metrics_lines, read_meta, save
 from ..errors import CheckError, Diagnostic, SpecError, did_you_mean
 from ..parser import parse_fragment
@@ -105,7 +107,6 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
                resume: bool = False, quiet: bool = False, single_checkpoint: bool = False,
                device: str | None = None, force: bool = False) -> dict[str, list]:
     """Train a spec; returns each trained network's metrics history."""
-    from .cache import ensure_trained
     base = Path(spec.filename).parent if not spec.filename.startswith("<") else Path.cwd()
     for use in spec.uses:
         target = base / use.path
@@ -199,6 +200,27 @@ def _finished(trainer: Trainer, dest: Path, quiet: bool):
     return restore(dest)
 
 
+def ensure_trained(spec_path: Path, quiet: bool = False, _stack: tuple = ()) -> Path | None:
+    """Train (once) a spec imported with `use` that has train sections; its checkpoint."""
+    from ..resolve import read
+    spec_path = Path(spec_path).resolve()
+    spec = read(spec_path)
+    for use in spec.uses:  # imports of imports first
+        target = spec_path.parent / use.path
+        if target.is_file() and str(target) not in _stack:
+            ensure_trained(target, quiet, _stack + (str(spec_path),))
+    if not spec.trains:
+        return None
+    found = lookup(spec_path)
+    if found is not None:
+        return found
+    out = cache_root() / spec_key(spec_path)
+    if not quiet:
+        print(f"training the imported spec {os.path.relpath(spec_path)} (cached in {out})", file=sys.stderr)
+    train_spec(spec, out=out, quiet=quiet, single_checkpoint=True)
+    return out
+
+
 SMALL_FLOPS = 50_000_000  # per sample: below this, one intra-op thread is fastest
 
 
@@ -227,4 +249,4 @@ def _check_with_flags(spec: ir.Spec):
         raise CheckError(diags) from None
 
 
-__all__ = ["train_spec", "apply_sets", "Interrupted"]
+__all__ = ["Interrupted", "apply_sets", "ensure_trained", "train_spec"]
