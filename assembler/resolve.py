@@ -385,7 +385,7 @@ class _Checker:
             sscope = settings_mod.SectionScope(
                 networks=set(self.spec.networks), imported=imported, shared=set(self.spec.shared),
                 bindings={n: set(scope.networks[n].bindings) for n in t.networks if n in scope.networks},
-                trained=t.networks)
+                trained=t.networks, checked=_named_networks(scope), modules=scope.modules)
             values, spans, diags = settings_mod.check_train(t, sscope)
             self.diags.extend(diags)
             if ok and not diags:
@@ -396,6 +396,16 @@ class _Checker:
                 out.append(TrainSection(networks=t.networks, settings=_jsonable(values), span=t.span,
                                         spans={k: v for k, v in spans.items() if v is not None}))
         return out
+
+
+def _named_networks(scope: Scope) -> dict[str, CheckedNetwork]:
+    """Every checked network by the name a setting uses: `net`, `alias.net`, `alias` (one network)."""
+    out = dict(scope.networks)
+    for alias, imp in scope.imports.items():
+        out.update({f"{alias}.{n}": net for n, net in imp.networks.items()})
+        if imp.single:
+            out[alias] = imp.networks[imp.single]
+    return out
 
 
 def _jsonable(v):

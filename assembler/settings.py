@@ -7,7 +7,7 @@ the entry-point groups `assembler.procedures` and `assembler.data`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
@@ -43,6 +43,8 @@ class Plugin:
     loader: str | None = None  # "module:attr" imported on first use to attach the implementation
     labels: bool | Callable[[dict], bool] = True  # procedure: needs labelled data (given its arguments);
     # data source: gives labels
+    validate: Callable[[dict, "SectionScope"], list["Problem"]] | None = None  # procedure: checks of
+    # its arguments against the checked networks (torch-free), run by `check`
 
     def resolve(self) -> Any:
         if self.implementation is None and self.loader:
@@ -258,6 +260,19 @@ class SectionScope:
     bindings: dict[str, set[str]]  # trained network -> its bindings
     shared: set[str]
     trained: tuple[str, ...] = ()
+    checked: dict[str, Any] = field(default_factory=dict)  # network name (`net`, `alias`, `alias.net`) ->
+    # its CheckedNetwork, for procedures' `validate`
+    modules: dict[str, Any] = field(default_factory=dict)  # the spec's checked module declarations
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a procedure's `validate` finds wrong: a message, the argument (or setting key, such
+    as "data") it is located at, and a hint."""
+
+    message: str
+    at: str | None = None
+    hint: str | None = None
 
 
 def check_train(t: ir.Train, scope: SectionScope) -> tuple[dict[str, Any], dict, list[Diagnostic]]:
@@ -281,7 +296,21 @@ def check_train(t: ir.Train, scope: SectionScope) -> tuple[dict[str, Any], dict,
     if "procedure" not in out and not any(d.message.startswith("setting 'procedure'") for d in diags):
         out.setdefault("procedure", {"name": "finetune", "args": {}})
     diags.extend(_label_problems(out, spans))
+    if not diags:
+        diags.extend(_validate(t, out, spans, scope))
     return out, spans, diags
+
+
+def _validate(t: ir.Train, out: dict, spans: dict, scope: SectionScope) -> list[Diagnostic]:
+    """A procedure's own checks, located at the argument (or setting) they name."""
+    proc = out.get("procedure")
+    plugin = plugins("procedure")[proc["name"]] if isinstance(proc, dict) else None
+    if plugin is None or plugin.validate is None:
+        return []
+    written = next((x.value for x in t.settings if x.key == "procedure"), None)
+    arg_spans = {a.name: a.span for a in getattr(written, "args", ()) if a.name}
+    return [diagnostic(p.message, arg_spans.get(p.at) or spans.get(p.at) or spans.get("procedure"), hint=p.hint)
+            for p in plugin.validate(out, scope)]
 
 
 def _label_problems(out: dict, spans: dict) -> list[Diagnostic]:

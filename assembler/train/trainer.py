@@ -80,7 +80,7 @@ class Trainer:
         self.run_key = saved.run_key(asm.spec, self.settings, section.networks) if asm.spec is not None else ""
         asm.to(self.device)
         proc = self.settings["procedure"]
-        cls = plugins("procedure")[proc["name"]].resolve()
+        cls = _implementation(proc["name"], section)
         self.ctx = Context(asm=asm, networks=section.networks, settings=self.settings, args=proc["args"],
                            device=self.device, quiet=quiet)
         self.procedure: Procedure = cls(self.ctx)
@@ -280,6 +280,19 @@ class Trainer:
 
     def save(self, complete: bool) -> None:
         saved.save_state(self, complete)
+
+
+def _implementation(name: str, section: TrainSection):
+    """The class of a registered procedure, or a located error when this version lacks it."""
+    try:
+        cls = plugins("procedure")[name].resolve()
+    except (ImportError, AttributeError):
+        cls = None
+    if cls is None:
+        raise TrainError(Diagnostic(f"procedure '{name}' is registered but not implemented in this version",
+                                    *_place(section.spans.get("procedure") or section.span),
+                                    hint="use another procedure, or a version of assembler that implements it"))
+    return cls
 
 
 def _get_rng(device: torch.device) -> dict[str, torch.Tensor]:
