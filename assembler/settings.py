@@ -43,8 +43,8 @@ class Plugin:
     loader: str | None = None  # "module:attr" imported on first use to attach the implementation
     labels: bool | Callable[[dict], bool] = True  # procedure: needs labelled data (given its arguments);
     # data source: gives labels
-    validate: Callable[[dict, "SectionScope"], list["Problem"]] | None = None  # procedure: checks of
-    # its arguments against the checked networks (torch-free), run by `check`
+    validate: str | Callable | None = None  # procedure: "module:function" (or the function) checking
+    # its arguments against the checked networks, torch-free, run by `check`: see assembler.checks
 
     def resolve(self) -> Any:
         if self.implementation is None and self.loader:
@@ -265,14 +265,6 @@ class SectionScope:
     modules: dict[str, Any] = field(default_factory=dict)  # the spec's checked module declarations
 
 
-@dataclass(frozen=True)
-class Problem:
-    """What a procedure's `validate` finds wrong: a message, the argument (or setting key, such
-    as "data") it is located at, and a hint."""
-
-    message: str
-    at: str | None = None
-    hint: str | None = None
 
 
 def check_train(t: ir.Train, scope: SectionScope) -> tuple[dict[str, Any], dict, list[Diagnostic]]:
@@ -307,10 +299,15 @@ def _validate(t: ir.Train, out: dict, spans: dict, scope: SectionScope) -> list[
     plugin = plugins("procedure")[proc["name"]] if isinstance(proc, dict) else None
     if plugin is None or plugin.validate is None:
         return []
+    validate = plugin.validate
+    if isinstance(validate, str):
+        import importlib
+        module, _, attr = validate.partition(":")
+        validate = getattr(importlib.import_module(module), attr)
     written = next((x.value for x in t.settings if x.key == "procedure"), None)
     arg_spans = {a.name: a.span for a in getattr(written, "args", ()) if a.name}
     return [diagnostic(p.message, arg_spans.get(p.at) or spans.get(p.at) or spans.get("procedure"), hint=p.hint)
-            for p in plugin.validate(out, scope)]
+            for p in validate(out, scope)]
 
 
 def _label_problems(out: dict, spans: dict) -> list[Diagnostic]:
