@@ -15,11 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .locate import cache_root, locate
 from .store import WEIGHTS, is_checkpoint, read_meta, sha256
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ASSEMBLER_CACHE") or Path.home() / ".cache" / "assembler")
-
 
 def _data_files(spec, base: Path) -> list[str]:
     """Fingerprints of the user data files a spec's train sections read."""

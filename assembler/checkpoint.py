@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,11 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from .atomic import make_temp_dir, normal_permissions, recover, replace_dir
 from .cache import lookup
-from .store import (FORMAT, META, METRICS, SPEC, WEIGHTS, checkpoint_dir_of, error, is_checkpoint, read_meta,
-                    sha256, tensors, verify)
+from .locate import IMPORTS, locate, register
+from .store import (FORMAT, META, META_HASH, METRICS, SPEC, WEIGHTS, checkpoint_dir_of, checkpoint_id, error,
+                    is_checkpoint, read_meta, sha256, tensors, verify)
 
 # ---------------------------------------------------------------------------------------------
 # Saving
@@ -32,19 +33,25 @@ from .store import (FORMAT, META, METRICS, SPEC, WEIGHTS, checkpoint_dir_of, err
 def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics: dict | None = None,
          metrics_lines: list[dict] | None = None, extra: dict | None = None,
          files: dict[str, bytes] | None = None) -> Path:
-    """Write a checkpoint directory atomically: readers see the old one or the new one."""
+    """Write a checkpoint directory atomically: readers see the old one or the new one, and a
+    crash at any point leaves one of them (`assembler.atomic`)."""
     from .printer import format_spec
     from .resolve import expand
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if asm.spec is None:
         raise ValueError("save needs an Assembly compiled from a Spec")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+    tmp = make_temp_dir(target)
     try:
-        spec, imports = _relocated(expand(asm.spec), target)
+        spec, imports = _by_id(expand(asm.spec), target)
         (tmp / SPEC).write_text(format_spec(spec), encoding="utf-8")
         tensors = {k: v.detach().contiguous().cpu() for k, v in asm.state(owned_only=True).items()}
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        for name, blob in (files or {}).items():
+            (tmp / name).write_bytes(blob)
+        if metrics_lines is not None:
+            (tmp / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics_lines), encoding="utf-8")
         meta = {
             "format": FORMAT,
             "assembler": _pkg_version(),
@@ -59,26 +66,16 @@ def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics:
             "imports": imports,
             **(extra or {}),
         }
-        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        for name, blob in (files or {}).items():
-            (tmp / name).write_bytes(blob)
-        if metrics_lines is not None:
-            (tmp / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics_lines), encoding="utf-8")
-        _swap_in(tmp, target)
+        raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        (tmp / META).write_bytes(raw)
+        (tmp / META_HASH).write_text(hashlib.sha256(raw).hexdigest() + "\n", encoding="ascii")  # last: complete
+        normal_permissions(tmp)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    register(checkpoint_id(meta), target)
     return target
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 def _pkg_version() -> str:
@@ -86,22 +83,58 @@ def _pkg_version() -> str:
     return __version__
 
 
-def _relocated(spec, target: Path):
-    """The spec with `use` paths rewritten to resolve from the new checkpoint directory, and
-    the imports' references (path and weights hash) for meta.json."""
+def _by_id(spec, target: Path):
+    """The spec with every `use` naming its checkpoint by content id (`sha256:...`), so the saved
+    checkpoint works wherever it is copied, and the imports' references for meta.json (id, the
+    weights' hash, where it was). An import that has no checkpoint yet is an error: train it."""
     from . import ir
     base = Path(spec.filename).parent if not spec.filename.startswith("<") else Path.cwd()
     items, imports = [], {}
     for item in spec.items:
         if isinstance(item, ir.Use):
-            src = (base / item.path)
+            src = locate(item.path, base)
             ckpt = src if is_checkpoint(src) else trained_checkpoint(src)
-            dest = ckpt if ckpt is not None else src
-            rel = os.path.relpath(dest.resolve(), target.resolve())
-            imports[item.alias] = {"path": rel, "weights": sha256(ckpt / WEIGHTS) if ckpt else None}
-            item = item.model_copy(update={"path": rel})
+            if ckpt is None:
+                raise error(f"cannot save {target}: the import '{item.alias}' ({item.path}) has not been trained",
+                            target, hint=f"train it first: assembler train {os.path.relpath(src)}")
+            meta = read_meta(ckpt)
+            cid = checkpoint_id(meta)
+            register(cid, ckpt)
+            imports[item.alias] = {"id": cid, "weights": meta["hashes"][WEIGHTS], "origin": str(ckpt.resolve())}
+            item = item.model_copy(update={"path": f"sha256:{cid}"})
         items.append(item)
     return spec.model_copy(update={"items": tuple(items), "comments": ()}), imports
+
+
+def bundle(path: str | os.PathLike, out: str | os.PathLike) -> list[str]:
+    """Copy a checkpoint to `out` with every checkpoint it imports (and theirs) inside its
+    `imports/` folder, so that one directory travels alone. Returns the ids bundled."""
+    src, out = Path(path), Path(out)
+    recover(src)
+    verify(src, read_meta(src))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(out)
+    try:
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        done: list[str] = []
+        todo = [(src, ref["id"]) for ref in read_meta(src).get("imports", {}).values() if ref.get("id")]
+        while todo:
+            base, cid = todo.pop()
+            if cid in done:
+                continue
+            found = locate(f"sha256:{cid}", base)
+            meta = read_meta(found)
+            verify(found, meta)
+            shutil.copytree(found, tmp / IMPORTS / cid, ignore=shutil.ignore_patterns(IMPORTS, ".*"))
+            done.append(cid)
+            todo += [(found, ref["id"]) for ref in meta.get("imports", {}).values() if ref.get("id")]
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return done
 
 
 def trained_checkpoint(spec_path: Path) -> Path | None:
@@ -118,6 +151,7 @@ def restore(path: str | os.PathLike):
     from .compiler import compile
     from .resolve import read
     p = Path(path)
+    recover(p)
     meta = read_meta(p)
     verify(p, meta)
     asm = compile(read(p / SPEC), seed=int(meta.get("seed", 0)))
@@ -151,7 +185,11 @@ def load_weights(asm, path: Path) -> None:
             raise error(f"no tensor '{key}' for {_where(checked, _module_key(asm, key))}", path / WEIGHTS)
         if tuple(stored[key].shape) != tuple(t.shape):
             raise error(f"tensor '{key}' has shape {list(stored[key].shape)} but "
-                         f"{_where(checked, _module_key(asm, key))} needs {list(t.shape)}", path / WEIGHTS)
+                        f"{_where(checked, _module_key(asm, key))} needs {list(t.shape)}", path / WEIGHTS)
+        if stored[key].dtype != t.dtype:
+            raise error(f"tensor '{key}' is {str(stored[key].dtype).replace('torch.', '')} but "
+                        f"{_where(checked, _module_key(asm, key))} needs {str(t.dtype).replace('torch.', '')}",
+                        path / WEIGHTS, hint="the weights were changed; restore the checkpoint, or retrain it")
     with torch.no_grad():
         for key, t in wanted.items():
             t.copy_(stored[key])

@@ -326,8 +326,10 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
 
 def _checkpoint_arg(path: str) -> Path:
     """A checkpoint directory given on the command line, or a clear error saying what it is."""
+    from .atomic import recover
     from .checkpoint import META, is_checkpoint
     p = Path(path)
+    recover(p)
     if is_checkpoint(p):
         return p
     if p.is_file():
@@ -405,6 +407,20 @@ def prune(checkpoint, threshold, blocks, network, output):
     click.echo(f"removed {len(items)} path(s): {', '.join(items) or 'none'}")
     click.echo(f"{name}: {_fmt_count(asm.checked.params(name))} -> {_fmt_count(new.checked.params(name))} params, "
                f"{_fmt_flops(asm.checked.flops(name))}FLOPs -> {_fmt_flops(new.checked.flops(name))}FLOPs; saved {output}")
+
+
+@main.command("bundle")
+@click.argument("checkpoint", type=click.Path(exists=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Where to write the self-contained copy.")
+def bundle_cmd(checkpoint, output):
+    """Copy a checkpoint with every checkpoint it imports inside it, so that one directory
+    travels alone (to another machine, user or cache)."""
+    from .checkpoint import bundle
+    if Path(output).exists():
+        raise SpecError(Diagnostic(f"{output} already exists", output, hint="give a new folder to -o"))
+    ids = bundle(_checkpoint_arg(checkpoint), output)
+    click.echo(f"wrote {output} with {len(ids)} imported checkpoint(s) inside")
 
 
 def run() -> None:

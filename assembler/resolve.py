@@ -21,6 +21,7 @@ import networkx as nx
 from . import ir
 from .errors import CheckError, Diagnostic, SpecError, diagnostic, did_you_mean, word_span
 from .graph import Checked, CheckedNetwork, Edge, TrainSection
+from .locate import NotFound, locate
 from .lower import Fail, Imported, Scope, lower_network, name_problem
 from .ops import builtin_names
 from .parser import KEYWORDS, parse
@@ -140,10 +141,16 @@ class _Checker:
             if use.alias in out:
                 continue  # check_names reports the duplicate
             try:
-                path = self.base_dir() / use.path
+                path = locate(use.path, self.base_dir(), in_checkpoint=self._in_checkpoint())
                 target = path / CHECKPOINT_SPEC if path.is_dir() else path
                 found = target.is_file()
                 resolved_target = target.resolve()
+            except NotFound as e:
+                self.failed_imports.append(use.alias)
+                self.diags.append(diagnostic(f"cannot find the import '{use.alias}': {e}", use.span,
+                                             hint="copy the checkpoint with its imports (assembler bundle), or add "
+                                             "the folder holding them to ASSEMBLER_PATH"))
+                continue
             except (ValueError, OSError) as e:
                 self.failed_imports.append(use.alias)
                 self.diags.append(diagnostic(f"cannot use the path {use.path!r}: {e}", use.span,
@@ -178,6 +185,11 @@ class _Checker:
             out[use.alias] = Imported(alias=use.alias, path=resolved, networks=nets, modules=checked.modules,
                                       single=next(iter(nets)) if len(nets) == 1 else None)
         return out
+
+    def _in_checkpoint(self) -> bool:
+        """Whether this spec is a checkpoint's own (its imports are content ids only)."""
+        name = self.spec.filename
+        return Path(name).name == CHECKPOINT_SPEC and (Path(name).parent / "meta.json").is_file()
 
     def _self_path(self) -> str | None:
         name = self.spec.filename

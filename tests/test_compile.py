@@ -171,7 +171,8 @@ def test_checkpoint_round_trip(tmp_path, source):
     with torch.no_grad():
         asm.modules["cnn.c1.1"].running_mean.add_(0.5)
     out = assembler.save(asm, tmp_path / "ckpt", settings={"epochs": 1})
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "spec.net", "weights.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "meta.json.sha256", "spec.net",
+                                                     "weights.safetensors"]
     back = assembler.restore(out)
     x = torch.rand(3, 1, 8, 8)
     asm["cnn"].eval()
@@ -199,6 +200,7 @@ def test_checkpoint_shape_mismatch_names_the_binding(tmp_path, source):
     meta = json.loads((out / "meta.json").read_text())
     meta["hashes"]["spec.net"] = assembler.checkpoint.sha256(out / "spec.net")
     (out / "meta.json").write_text(json.dumps(meta))
+    (out / "meta.json.sha256").write_text(assembler.checkpoint.sha256(out / "meta.json"))
     with pytest.raises(CheckpointError) as e:
         assembler.restore(out)
     assert "binding 'c2' of network 'cnn'" in e.value.message and "spec.net:3:" in e.value.message

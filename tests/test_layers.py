@@ -16,10 +16,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "assembler"
 # Lowest first. A module may import its own layer and the layers before it.
 LAYERS = [
     ("front end", {"errors", "ir", "parser", "printer", "ops", "settings", "graph", "resolve", "lower", "edits",
-                   "summary", "draw", "grammar", "frontend", "checks"}),
+                   "summary", "draw", "grammar", "frontend", "checks", "faults", "locate"}),
     ("data", {"data"}),
     ("compiler", {"modules", "matching", "compiler", "variants", "inference", "lowering", "pseudograd"}),
-    ("storage", {"store", "cache", "checkpoint", "assemble"}),
+    ("storage", {"atomic", "store", "cache", "checkpoint", "assemble"}),
     ("training", {"train"}),
     ("tools", {"analysis", "interop"}),
     ("testing", {"testing"}),

@@ -8,6 +8,8 @@ argument of the procedure)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ import networkx as nx
 
 from .. import ir
 from ..assemble import compile as compile_spec
+from ..atomic import lock, recover
 from ..cache import cache_root, lookup, spec_key
 from ..checkpoint import META, metrics_lines, read_meta, save
 from ..errors import CheckError, Diagnostic, SpecError, did_you_mean
@@ -127,12 +130,14 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
     for t in sections:
         dest = _destination(t, network, out, single_checkpoint)
         trainer = Trainer(asm, t, dest, base_dir=base, quiet=quiet, device=torch_device)
-        resume_from = _resumable(dest, resume, force, quiet)
-        if resume_from is not None and _complete(dest):
-            asm = _finished(trainer, dest, quiet)
-            results.update({n: metrics_lines(dest) for n in t.networks})
-            continue
-        outcome = trainer.run(resume_from=resume_from)
+        repaired = dest is not None and dist.rank() == 0 and recover(dest)
+        with _writing(dest):
+            resume_from = _resumable(dest, resume, force, quiet, repaired)
+            if resume_from is not None and _complete(dest):
+                asm = _finished(trainer, dest, quiet)
+                results.update({n: metrics_lines(dest) for n in t.networks})
+                continue
+            outcome = trainer.run(resume_from=resume_from)
         asm = outcome.asm  # a procedure may end with a new graph (NetTailor's tailored network)
         results.update({n: trainer.state.history for n in t.networks})
         if dest is not None and network is None and dist.rank() == 0:
@@ -172,10 +177,20 @@ def _destination(section, network: str | None, out: Path | None, single_checkpoi
     return out if network in section.networks else None
 
 
-def _resumable(dest: Path | None, resume: bool, force: bool, quiet: bool) -> Path | None:
-    """The checkpoint to resume from, or None to start over; never overwrites silently."""
+def _writing(dest: Path | None):
+    """The writer's lock of a checkpoint directory (rank 0 writes; a second run is refused)."""
+    if dest is None or dist.rank() != 0:
+        return contextlib.nullcontext()
+    return lock(dest, "assembler train")
+
+
+def _resumable(dest: Path | None, resume: bool, force: bool, quiet: bool, repaired: bool) -> Path | None:
+    """The checkpoint to resume from, or None to start over; never overwrites silently.
+    `repaired`: what a crash during a save left was repaired (`atomic.recover`)."""
     if dest is None:
         return None
+    if repaired and not quiet and dist.rank() == 0:
+        print(f"note: recovered {dest} from a save that a crash interrupted", file=sys.stderr)
     exists = (dest / META).is_file()
     if resume:
         if exists:
@@ -201,7 +216,8 @@ def _finished(trainer: Trainer, dest: Path, quiet: bool):
 
 
 def ensure_trained(spec_path: Path, quiet: bool = False, _stack: tuple = ()) -> Path | None:
-    """Train (once) a spec imported with `use` that has train sections; its checkpoint."""
+    """Train (once) a spec imported with `use` that has train sections; its checkpoint. Another
+    process training the same entry is waited for, not repeated."""
     from ..resolve import read
     spec_path = Path(spec_path).resolve()
     spec = read(spec_path)
@@ -215,9 +231,13 @@ def ensure_trained(spec_path: Path, quiet: bool = False, _stack: tuple = ()) -> 
     if found is not None:
         return found
     out = cache_root() / spec_key(spec_path)
-    if not quiet:
-        print(f"training the imported spec {os.path.relpath(spec_path)} (cached in {out})", file=sys.stderr)
-    train_spec(spec, out=out, quiet=quiet, single_checkpoint=True)
+    with lock(out, "training an import", wait=True):
+        found = lookup(spec_path)  # trained by the process we waited for
+        if found is not None:
+            return found
+        if not quiet:
+            print(f"training the imported spec {os.path.relpath(spec_path)} (cached in {out})", file=sys.stderr)
+        train_spec(spec, out=out, quiet=quiet, single_checkpoint=True, force=True)
     return out
 
 
@@ -227,7 +247,6 @@ SMALL_FLOPS = 50_000_000  # per sample: below this, one intra-op thread is faste
 def _set_threads(asm, sections) -> None:
     """Small networks run fastest on one thread (and never oversubscribe a shared machine);
     ASSEMBLER_THREADS overrides."""
-    import os
 
     import torch
     if os.environ.get("ASSEMBLER_THREADS"):

@@ -1,20 +1,13 @@
-"""Ctrl-C during training, and injected faults for tests.
-
-SIGINT finishes the current step; the trainer then saves and stops (exit 130). A second
-Ctrl-C stops at once.
-
-`ASSEMBLER_FAULT` injects a fault at an exact point of a run, so tests can interrupt every
-stage deterministically: `sigint@STAGE:EPOCH:STEP` sends this process a real SIGINT before
-that step (stage and epoch 0-based, step 0-based within the epoch), `exit@STAGE:EPOCH:STEP`
-ends it with exit code 137 as a kill -9 would (no clean-up). Several faults are separated by
-commas. Other modules read named points with `fault_point(name)` (e.g. a crash between the
-renames of a checkpoint swap)."""
+"""Ctrl-C during training: SIGINT finishes the current step; the trainer then saves and stops
+(exit 130). A second Ctrl-C stops at once. Tests interrupt exact steps with injected faults
+(`assembler.faults`: `ASSEMBLER_FAULT=sigint@STAGE:EPOCH:STEP`)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
+
+from .. import faults
 
 
 class StopRequest:
@@ -42,28 +35,6 @@ class StopRequest:
         return False
 
 
-def _faults() -> list[tuple[str, str]]:
-    spec = os.environ.get("ASSEMBLER_FAULT", "")
-    return [tuple(f.split("@", 1)) for f in spec.split(",") if "@" in f]
-
-
 def inject(stage: int, epoch: int, step: int) -> None:
-    """Raise the fault planned for this point of training, if any."""
-    where = f"{stage}:{epoch}:{step}"
-    for kind, at in _faults():
-        if at == where:
-            _fire(kind)
-
-
-def fault_point(name: str) -> None:
-    """Raise the fault planned for a named point (`exit@swap`), if any."""
-    for kind, at in _faults():
-        if at == name:
-            _fire(kind)
-
-
-def _fire(kind: str) -> None:
-    if kind == "sigint":
-        os.kill(os.getpid(), signal.SIGINT)
-    elif kind == "exit":
-        os._exit(137)
+    """Raise the fault planned for this training step, if any (see `assembler.faults`)."""
+    faults.point(f"{stage}:{epoch}:{step}")

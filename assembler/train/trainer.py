@@ -183,6 +183,13 @@ class Trainer:
             m.train()
         data = self._features or self.ctx.train_data
         epoch_batches = batches(data, s["batch"], s["seed"], st.epoch, st.stage, self.rank, self.world)
+        if not epoch_batches:
+            raise TrainError(Diagnostic(
+                f"the training data of {self.label} ({', '.join(f'{len(d)} sample(s)' for d in data)}"
+                f"{'' if self.world == 1 else f' over {self.world} processes'}) makes no batch of 2 or more "
+                "samples: batch-norm cannot train on one sample", *_place(self.section.spans.get("data")
+                                                                          or self.section.span),
+                hint="give at least 2 samples per process"))
         start = time.perf_counter()
         bar = progress.epoch(stage.name, st.epoch, stage.epochs, len(epoch_batches), initial=st.step)
         for k in range(st.step, len(epoch_batches)):
