@@ -372,7 +372,8 @@ def import_cmd(factory, inputs, weights, name, output):
     click.echo(f"imported {factory} as network {name}: {_fmt_count(result.params)} params{templates}")
     click.echo(f"outputs match the module's (max abs difference {result.max_abs_diff:.3g} on random inputs); "
                f"saved {result.path}")
-    click.echo(f'use it with: use "{result.path}" as pre   (spec: {result.path / "spec.net"})')
+    click.echo(f'the spec is {result.path / "spec.net"}; a spec imports it with: use "PATH" as pre '
+               f'(PATH: {result.path} relative to that spec\'s directory)')
 
 
 def _input_flag(text: str) -> tuple[str, tuple[int, ...]]:

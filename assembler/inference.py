@@ -67,7 +67,7 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = False,
     """Every pass in order on a copy of `gm` (a compiled network's GraphModule)."""
     out = _copy(gm)
     for rewrite in (_drop_dropout, _inline_proxies, _fold_gates, _fold_batchnorm, _fold_scales,
-                    _fuse_scaled_adds, _share_common):
+                    _fuse_scaled_adds, _share_common, _direct_calls):
         rewrite(out)
         _tidy(out)
     if channels_last:
@@ -331,6 +331,29 @@ def _hashable(v):
     return v
 
 
+def _direct_calls(gm: fx.GraphModule) -> None:
+    """Conv, linear and pooling modules called as torch functions on their tensors: the same
+    kernels without nn.Module's per-call overhead, which dominates small networks at batch 1."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        m = _module(gm, node)
+        if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str):
+            with graph.inserting_before(node):
+                w = graph.get_attr(f"{node.target}.weight")
+                b = graph.get_attr(f"{node.target}.bias") if m.bias is not None else None
+                call = graph.call_function(torch.conv2d, (node.args[0], w, b, m.stride, m.padding, m.dilation,
+                                                          m.groups))
+        elif type(m) is nn.Linear:
+            with graph.inserting_before(node):
+                w = graph.get_attr(f"{node.target}.weight")
+                b = graph.get_attr(f"{node.target}.bias") if m.bias is not None else None
+                call = graph.call_function(F.linear, (node.args[0], w, b))
+        else:
+            continue
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+
+
 def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
@@ -363,6 +386,7 @@ fold_scales = _pass(_fold_scales, "Positive constant scales moved into the conv 
                                   "their input, through relu, pooling and flatten.")
 fuse_scaled_adds = _pass(_fuse_scaled_adds, "add(a, mul(b, c)) rewritten as torch.add(a, b, alpha=c).")
 share_common = _pass(_share_common, "Identical pure computations of the same values computed once.")
+direct_calls = _pass(_direct_calls, "Conv and linear modules called as torch functions on their weights.")
 to_channels_last = _pass(_to_channels_last, "Channels-last weights and inputs; outputs contiguous.")
 
 
@@ -432,6 +456,6 @@ def median_ratio(times: dict[str, list[float]], numerator: str, denominator: str
 
 __all__ = [
     "compile", "optimize", "drop_dropout", "inline_proxies", "fold_gates", "fold_batchnorm", "fold_scales",
-    "fuse_scaled_adds", "share_common", "to_channels_last", "fold_conv_bn", "fold_linear_bn", "example_inputs",
+    "fuse_scaled_adds", "share_common", "direct_calls", "to_channels_last", "fold_conv_bn", "fold_linear_bn", "example_inputs",
     "max_abs_diff", "outputs", "interleaved_latency", "median_ratio",
 ]

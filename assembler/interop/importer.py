@@ -63,8 +63,7 @@ def from_torch(model: nn.Module, inputs: dict[str, tuple[int, ...]] = {"x": (3, 
     params, diff = _verify(asm, traced, name, where)
     from ..checkpoint import save
     save(asm, target, extra={"imported": {"source": where, "network": name, "params": params,
-                                          "max_abs_diff": diff, "inputs": {k: list(v) for k, v in inputs.items()},
-                                          "torch": torch.__version__}})
+                                          "max_abs_diff": diff, "inputs": {k: list(v) for k, v in inputs.items()}}})
     return Imported(target, name, params, diff, (target / "spec.net").read_text(encoding="utf-8"), written.templates)
 
 
