@@ -231,3 +231,45 @@ class DataDependent(nn.Module):
         if x.sum() > 0:
             return self.fc(x)
         return -self.fc(x)
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Stage(nn.Module):
+    """Two ConvBNReLU units and a residual sum: templates inside templates."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a = ConvBNReLU(c, c)
+        self.b = ConvBNReLU(c, c)
+
+    def forward(self, x):
+        return x + self.b(self.a(x))
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = ConvBNReLU(3, 8, stride=2)
+        self.stage1 = Stage(8)
+        self.down = ConvBNReLU(8, 16, stride=2)
+        self.stage2 = Stage(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def nested() -> Nested:
+    torch.manual_seed(4)
+    return randomise_statistics(Nested())

@@ -156,10 +156,28 @@ def test_two_inputs_and_two_outputs(tmp_path):
 def test_bottlenecks_take_several_template_arguments(tmp_path):
     model = im.bottleneck_tiny()
     r = from_torch(model, {"x": (3, 32, 32)}, name="rn", out=tmp_path / "rn")
-    assert "block bottleneck_downsample(c, c2, stride) {" in r.text
+    assert "block bottleneck_downsample(c, c2, stride=1) {" in r.text
+    assert "layer1_0 = conv1 -> bottleneck_downsample(4, c2=16)\n" in r.text  # stride 1 is the default
     assert "-> bottleneck_downsample(8, c2=32, stride=2)" in r.text
     assert "layer1_1 = layer1_0 -> bottleneck\n" in r.text  # one instance: its values are literal
     assert _compare(model, assembler.restore(r.path)["rn"], {"x": (3, 32, 32)}) < TOL
+
+
+def test_templates_inside_templates_and_pipe_templates(tmp_path):
+    model = im.nested()
+    r = from_torch(model, {"x": (3, 16, 16)}, name="nested", out=tmp_path / "n")
+    assert r.text.startswith("""block conv_bn_relu(c, stride=1) = conv(c, 3, stride=stride, pad=1, bias=false) -> batchnorm -> relu
+
+block stage(c) {
+    a = in -> conv_bn_relu(c)
+    b = a -> conv_bn_relu(c)
+    out = add(in, b)
+    return out
+}
+""")
+    assert "    stem = x -> conv_bn_relu(8, stride=2)\n    stage1 = stem -> stage(8)\n" in r.text
+    assert "    head = stage2 -> gap -> linear(3)\n" in r.text  # x.mean((2, 3)) is gap
+    assert _compare(model, assembler.restore(r.path)["nested"], {"x": (3, 16, 16)}) < TOL
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
 from ..lower import python_reserved
 from ..ops import MERGES, builtin_names, ops
 from ..parser import KEYWORDS
+from .templates import Binding, Body, Element, Template, binding_text, factor, instance_values, signature, \
+    template_text
 from .trace import Step, Traced, UnsupportedError
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-# arguments named after what they usually mean in a template's parameter list
-PARAM_NAMES = {"out": "c"}
 
 
 @dataclass
@@ -63,46 +62,6 @@ class Group:
 
 
 @dataclass
-class Param:
-    name: str
-
-
-@dataclass
-class Element:
-    kind: str  # "op" or "call"
-    name: str  # the op, or the template (calls)
-    args: dict[str, Any]  # op: its arguments; call: the template's parameter values, in order
-    module: str | None = None  # op: the torch module path holding its state
-    group: Group | None = None  # call: the instance
-
-
-@dataclass
-class Binding:
-    name: str
-    sources: list[str]  # value names: one, or a merge's paths
-    elements: list[Element]
-    merge: str | None = None
-    merge_args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Body:
-    bindings: list[Binding]
-    outputs: list[str]  # binding (or input) names returned
-
-
-@dataclass
-class Template:
-    name: str
-    params: list[str]
-    body: Body  # with Param values where instances differ
-    pipe: bool
-    positions: dict[tuple, Param] = field(default_factory=dict)  # argument position -> parameter
-    instances: dict[str, Body] = field(default_factory=dict)  # group path -> its concrete body
-    values: dict[str, list] = field(default_factory=dict)  # group path -> its parameter values
-
-
-@dataclass
 class Written:
     text: str
     keys: dict[str, str]  # torch module path -> compiled module key
@@ -123,7 +82,6 @@ class _Writer:
         self.network = network
         self.root = _groups(traced)
         self.template_types = _template_types(self.root)
-        self.variants: dict[type, list[Template]] = {}
         self.template_of: dict[str, Template] = {}  # group path -> its template
         self.order: list[Template] = []
         self.in_progress: set[type] = set()
@@ -133,7 +91,7 @@ class _Writer:
         body = self._body(self.root, template=False)
         keys: dict[str, str] = {}
         self._keys(body, self.network, keys)
-        text = "\n\n".join([_template_text(t) for t in self.order] + [self._network_text(body)]) + "\n"
+        text = "\n\n".join([template_text(t) for t in self.order] + [self._network_text(body)]) + "\n"
         return Written(text, keys, [t.name for t in self.order])
 
     # scopes -> bindings ---------------------------------------------------------------------
@@ -173,15 +131,15 @@ class _Writer:
         self.in_progress.discard(group.type)
         by_shape: dict[tuple, list[Group]] = {}
         for g in instances:
-            by_shape.setdefault(_signature(bodies[g.path]), []).append(g)
+            by_shape.setdefault(signature(bodies[g.path]), []).append(g)
         # the plainest structure (fewest child modules) takes the class's name, the others add theirs
         variants = sorted(by_shape.values(), key=lambda members: len(_children_used(members[0])))
         base = self._fresh(_snake(group.type.__name__))
         first_children = _children_used(variants[0][0])
         for i, members in enumerate(variants):
             name = base if i == 0 else self._fresh(_variant_name(base, members[0], first_children, i))
-            t = _factor(name, [bodies[g.path] for g in members])
-            for g, values in zip(members, _instance_values(t, [bodies[g.path] for g in members])):
+            t = factor(name, [bodies[g.path] for g in members])
+            for g, values in zip(members, instance_values(t, [bodies[g.path] for g in members])):
                 t.instances[g.path] = bodies[g.path]
                 t.values[g.path] = values
                 self.template_of[g.path] = t
@@ -210,7 +168,7 @@ class _Writer:
     def _network_text(self, body: Body) -> str:
         inputs = ", ".join(f"{k}: [{', '.join(map(str, v))}]" for k, v in self.t.inputs.items())
         lines = [f"network {self.network}({inputs}) {{"]
-        lines += [f"    {_binding_text(b)}" for b in body.bindings]
+        lines += [f"    {binding_text(b)}" for b in body.bindings]
         lines.append(f"    return {', '.join(body.outputs)}")
         return "\n".join(lines) + "\n}"
 
@@ -314,7 +272,8 @@ class _Chains:
     def _element(self, it: _Item) -> Element:
         if it.group is not None:
             t = it.template
-            return Element("call", t.name, dict(zip(t.params, t.values[it.group.path])), group=it.group)
+            return Element("call", t.name, dict(zip(t.params, t.values[it.group.path])), group=it.group,
+                           defaults=t.defaults)
         full = ops()[it.step.op].bind([], dict(it.step.args))
         return Element("op", it.step.op, full, module=it.step.module)
 
@@ -398,147 +357,9 @@ def _variant_name(base: str, g: Group, first: set[str], i: int) -> str:
     return f"{base}_{'_'.join(extra)}" if extra else f"{base}_{i + 1}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Factoring instances into a template
-
-
-def _signature(body: Body) -> tuple:
-    """What instances of one template share: everything but argument values."""
-    return (tuple((b.name, tuple(b.sources), b.merge, tuple(b.merge_args),
-                   tuple((e.kind, e.name, tuple(e.args)) for e in b.elements)) for b in body.bindings),
-            tuple(body.outputs))
-
-
-def _slots(body: Body) -> list[tuple[tuple, Any]]:
-    """Every argument value of a body with its position."""
-    out = []
-    for bi, b in enumerate(body.bindings):
-        for k, v in b.merge_args.items():
-            out.append(((bi, "merge", k), v))
-        for ei, e in enumerate(b.elements):
-            for k, v in e.args.items():
-                out.append(((bi, ei, k), v))
-    return out
-
-
-def _factor(name: str, bodies: list[Body]) -> Template:
-    """One template for bodies of the same structure: differing argument values become
-    parameters (positions with the same values in every instance share one)."""
-    columns: dict[tuple, list] = {}
-    for body in bodies:
-        for pos, v in _slots(body):
-            columns.setdefault(pos, []).append(v)
-    params: dict[tuple, Param] = {}  # value vector -> parameter
-    at: dict[tuple, Param] = {}
-    taken: set[str] = set()
-    for pos, vector in columns.items():
-        if len(set(map(_key, vector))) == 1 and len(vector) == len(bodies):
-            continue
-        vec = tuple(map(_key, vector))
-        if vec not in params:
-            base = PARAM_NAMES.get(pos[-1], pos[-1])
-            pname, i = base, 2
-            while pname in taken or pname in KEYWORDS:
-                pname, i = f"{base}{i}", i + 1
-            taken.add(pname)
-            params[vec] = Param(pname)
-        at[pos] = params[vec]
-    # channel counts first, then the other parameters, each in order of appearance
-    ordered = sorted(params.values(), key=lambda p: not p.name.startswith(PARAM_NAMES["out"]))
-    body = _substitute(bodies[0], at)
-    pipe = len(body.bindings) == 1 and body.bindings[0].merge is None and body.bindings[0].sources == ["in"]
-    return Template(name, [p.name for p in ordered], body, pipe, at)
-
-
-def _key(v):
-    return (type(v).__name__, repr(v))
-
-
-def _substitute(body: Body, at: dict[tuple, Param]) -> Body:
-    bindings = []
-    for bi, b in enumerate(body.bindings):
-        merge_args = {k: at.get((bi, "merge", k), v) for k, v in b.merge_args.items()}
-        elements = [Element(e.kind, e.name, {k: at.get((bi, ei, k), v) for k, v in e.args.items()}, e.module, e.group)
-                    for ei, e in enumerate(b.elements)]
-        bindings.append(Binding(b.name, b.sources, elements, b.merge, merge_args))
-    return Body(bindings, body.outputs)
-
-
-def _instance_values(t: Template, bodies: list[Body]) -> list[list]:
-    first_pos = {}
-    for pos, p in t.positions.items():
-        first_pos.setdefault(p.name, pos)
-    out = []
-    for body in bodies:
-        slots = dict(_slots(body))
-        out.append([slots[first_pos[name]] for name in t.params])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-
-
-def _template_text(t: Template) -> str:
-    params = f"({', '.join(t.params)})" if t.params else ""
-    if t.pipe:
-        return f"block {t.name}{params} = {_chain(t.body.bindings[0].elements)}"
-    lines = [f"block {t.name}{params} {{"]
-    lines += [f"    {_binding_text(b)}" for b in t.body.bindings]
-    lines.append(f"    return {t.body.outputs[0]}")
-    return "\n".join(lines) + "\n}"
-
-
-def _binding_text(b: Binding) -> str:
-    if b.merge:
-        extra = [f"{k}={_value(v)}" for k, v in b.merge_args.items() if not (k == "dim" and v == 0)]
-        source = f"{b.merge}({', '.join(b.sources + extra)})"
-    else:
-        source = b.sources[0]
-    chain = _chain(b.elements)
-    return f"{b.name} = {source}" + (f" -> {chain}" if chain else "")
-
-
-def _chain(elements: list[Element]) -> str:
-    return " -> ".join(_element_text(e) for e in elements)
-
-
-def _element_text(e: Element) -> str:
-    if e.kind == "call":
-        return _call_text(e.name, list(e.args), list(e.args.values()))
-    op = ops()[e.name]
-    parts = []
-    for a in op.args:
-        v = e.args.get(a.name, a.default)
-        if a.required:
-            parts.append(_value(v))
-        elif isinstance(v, Param) or v != a.default:
-            parts.append(f"{a.name}={_value(v)}")
-    return f"{e.name}({', '.join(parts)})" if parts else e.name
-
-
-def _call_text(name: str, params: list[str], values: list) -> str:
-    if not params:
-        return name
-    parts = [_value(values[0])] + [f"{p}={_value(v)}" for p, v in zip(params[1:], values[1:])]
-    return f"{name}({', '.join(parts)})"
-
-
-def _value(v) -> str:
-    if isinstance(v, Param):
-        return v.name
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise TypeError(f"cannot write {v!r} in a spec")
-
-
 def _snake(name: str) -> str:
+    for word in ("ReLU", "GELU", "SiLU", "PReLU"):  # activations spelt in capitals read as one word
+        name = name.replace(word, word.capitalize())
     s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
     return _identifier(s, [])
 
