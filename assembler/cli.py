@@ -372,8 +372,8 @@ def import_cmd(factory, inputs, weights, name, output):
     click.echo(f"imported {factory} as network {name}: {_fmt_count(result.params)} params{templates}")
     click.echo(f"outputs match the module's (max abs difference {result.max_abs_diff:.3g} on random inputs); "
                f"saved {result.path}")
-    click.echo(f'the spec is {result.path / "spec.net"}; a spec imports it with: use "PATH" as pre '
-               f'(PATH: {result.path} relative to that spec\'s directory)')
+    click.echo(f"its spec: {result.path / 'spec.net'}; a spec imports it with `use \"PATH\" as pre`, PATH leading "
+               f"from the spec's directory to {result.path}")
 
 
 def _input_flag(text: str) -> tuple[str, tuple[int, ...]]:

@@ -62,7 +62,7 @@ def compile(asm, network: str, *, channels_last: bool = True, verify: bool = Tru
     return optimize(source, channels_last=channels_last, check_with=inputs if verify else None)
 
 
-def optimize(gm: fx.GraphModule, *, channels_last: bool = False,
+def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
              check_with: tuple[torch.Tensor, ...] | None = None) -> fx.GraphModule:
     """Every pass in order on a copy of `gm` (a compiled network's GraphModule)."""
     out = _copy(gm)

@@ -191,7 +191,8 @@ def test_weights_from_pt_and_safetensors(tmp_path):
             p.add_(torch.randn_like(p))
     torch.save(trained.state_dict(), tmp_path / "w.pt")
     save_file(dict(trained.state_dict()), str(tmp_path / "w.safetensors"))
-    for f in ("w.pt", "w.safetensors"):
+    torch.save({"epoch": 3, "state_dict": trained.state_dict()}, tmp_path / "wrapped.pth")
+    for f in ("w.pt", "w.safetensors", "wrapped.pth"):
         r = from_torch(im.SmallCNN(), {"x": (1, 8, 8)}, name="cnn", out=tmp_path / f"ck_{f}", weights=tmp_path / f)
         assert _compare(trained, assembler.restore(r.path)["cnn"], {"x": (1, 8, 8)}) < TOL
 

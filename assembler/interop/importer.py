@@ -87,8 +87,11 @@ def load_factory(spec: str) -> nn.Module:
                                    hint="run it with python to see the whole error")) from None
     factory = getattr(module, attr, None)
     if factory is None:
+        from ..errors import did_you_mean
+        candidates = _factories(module)
         raise SpecError(Diagnostic(f"{module_name} has no '{attr}'", spec,
-                                   hint=f"names there: {', '.join(n for n in dir(module) if not n.startswith('_'))}"))
+                                   hint=did_you_mean(attr, candidates) or
+                                   f"modules and functions there: {', '.join(candidates) or 'none'}"))
     try:
         model = factory if isinstance(factory, nn.Module) else factory()
     except Exception as e:
@@ -98,6 +101,14 @@ def load_factory(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise SpecError(Diagnostic(f"{attr} gave a {type(model).__name__}, not a torch.nn.Module", spec))
     return model
+
+
+def _factories(module) -> list[str]:
+    """Names in `module` that could be factories: its nn.Module classes and functions."""
+    import inspect
+    return sorted(n for n, v in vars(module).items() if not n.startswith("_") and (
+        isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__ or
+        inspect.isfunction(v) and v.__module__ == module.__name__))
 
 
 def _import_module(name: str):
@@ -115,9 +126,11 @@ def _import_module(name: str):
         finally:
             sys.path.remove(str(path.parent.resolve()))
         return module
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    return importlib.import_module(name)
+    sys.path.insert(0, os.getcwd())  # as `python -m` would: modules of the current directory first
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(os.getcwd())
 
 
 def load_weights(model: nn.Module, weights: str | os.PathLike | dict) -> None:
@@ -154,11 +167,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                                    f"{str(e).splitlines()[0]}", str(path),
                                    hint="save the model's state_dict() (torch.save(model.state_dict(), path)) or "
                                         "use safetensors")) from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and set(obj) == {key} or isinstance(obj, dict) and key in obj and \
-                isinstance(obj[key], dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-            obj = obj[key]
-            break
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        # a training checkpoint that holds the state dict under a usual key
+        obj = next((obj[k] for k in ("state_dict", "model_state_dict", "model") if isinstance(obj.get(k), dict)), obj)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SpecError(Diagnostic("the file does not hold a state dict (names -> tensors)", str(path),
                                    hint="save the model's state_dict()"))
