@@ -37,13 +37,16 @@ from . import modules as M
 
 # Functions without state or randomness: two calls with the same arguments give the same value.
 PURE_FUNCTIONS = frozenset({
-    F.max_pool2d, F.avg_pool2d, M.gap, torch.relu, F.gelu, torch.sigmoid, torch.tanh, torch.softmax,
-    torch.flatten, F.interpolate, operator.add, operator.mul, M.add, M.mul, torch.cat, torch.add,
+    F.max_pool2d, F.avg_pool2d, torch.relu, F.gelu, torch.sigmoid, torch.tanh, torch.softmax,
+    torch.flatten, F.interpolate, operator.add, operator.mul, torch.cat, torch.add, torch.conv2d, F.linear,
 })
+# The compiler's own functions, known by name: the module defining them may move.
+OWN_PURE = frozenset({"gap", "add", "mul"})
 # Modules that are deterministic functions of their input in eval mode.
 PURE_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.MaxPool2d, nn.AvgPool2d)
 # f(a * x) = a * f(x) for a > 0: a positive scale may move from after these ops to before them.
-HOMOGENEOUS = frozenset({torch.relu, F.max_pool2d, F.avg_pool2d, M.gap, torch.flatten})
+HOMOGENEOUS = frozenset({torch.relu, F.max_pool2d, F.avg_pool2d, torch.flatten})
+OWN_HOMOGENEOUS = frozenset({"gap"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +278,7 @@ def _scalable_producer(gm: fx.GraphModule, x) -> fx.Node | None:
     """The conv or linear node that a positive scale of `x` can move into: reached from `x`
     through homogeneous ops, every value on the way read only once."""
     while isinstance(x, fx.Node) and len(x.users) == 1:
-        if x.op == "call_function" and x.target in HOMOGENEOUS and not x.kwargs.get("inplace"):
+        if x.op == "call_function" and (x.target in HOMOGENEOUS or _own_function(x.target, OWN_HOMOGENEOUS)):
             x = x.args[0]
         elif x.op == "call_module" and isinstance(_module(gm, x), (nn.Conv2d, nn.Linear)):
             return x
@@ -307,7 +310,7 @@ def _is_scaled(n) -> bool:
 def _share_common(gm: fx.GraphModule) -> None:
     seen: dict[tuple, fx.Node] = {}
     for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target in PURE_FUNCTIONS:
+        if node.op == "call_function" and (node.target in PURE_FUNCTIONS or _own_function(node.target, OWN_PURE)):
             pass
         elif node.op == "call_module" and isinstance(_module(gm, node), PURE_MODULES):
             pass
@@ -319,6 +322,10 @@ def _share_common(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(node)
         else:
             seen[key] = node
+
+
+def _own_function(fn, names: frozenset[str]) -> bool:
+    return getattr(fn, "__name__", None) in names and getattr(fn, "__module__", "").startswith("assembler.")
 
 
 def _hashable(v):
