@@ -14,6 +14,7 @@
   scale that cannot be folded stays a multiply fused into its add (`torch.add(a, b, alpha=c)`);
 - identical computations on the same value shared (common-subexpression elimination): two
   proxies max-pooling one map with one window compute it once;
+- conv and linear layers called as torch functions on their weights (no module overhead);
 - channels-last memory format (`channels_last=True`, the default of `compile`).
 
 Every pass is also a pure function GraphModule -> GraphModule (`fold_batchnorm(gm)`, ...):
@@ -56,10 +57,11 @@ OWN_HOMOGENEOUS = frozenset({"gap"})
 def compile(asm, network: str, *, channels_last: bool = True, verify: bool = True) -> fx.GraphModule:
     """The inference-compiled GraphModule of `asm[network]` (eval mode, no gradients).
 
-    `channels_last` (a no-op for networks without images) made every example network 1.3-2.8x
-    faster on CPU (benchmarks/bench_inference.py); pass False for a layout-neutral graph.
-    With `verify`, the result is run against the training graph in eval mode on random inputs
-    of the network's shapes and a RuntimeError is raised if they differ by more than 1e-4."""
+    `channels_last` (a no-op for networks without images) made every example network faster
+    on this CPU build, most at batch 256 (benchmarks/bench_inference.py, docs/INTEROP.md);
+    pass False for a layout-neutral graph (export does). With `verify`, the result is run
+    against the training graph in eval mode on random inputs of the network's shapes and a
+    RuntimeError is raised if they differ by more than 1e-5 (times the outputs' scale above 1)."""
     source = asm.network(network)
     inputs = example_inputs(asm.checked.networks[network].inputs, batch=2)
     return optimize(source, channels_last=channels_last, check_with=inputs if verify else None)
@@ -67,7 +69,8 @@ def compile(asm, network: str, *, channels_last: bool = True, verify: bool = Tru
 
 def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
              check_with: tuple[torch.Tensor, ...] | None = None) -> fx.GraphModule:
-    """Every pass in order on a copy of `gm` (a compiled network's GraphModule)."""
+    """Every pass in order on a copy of `gm` (a compiled network's GraphModule); with
+    `check_with` (inputs), the result is checked against `gm` as `compile` does."""
     out = _copy(gm)
     for rewrite in (_drop_dropout, _inline_proxies, _fold_gates, _fold_batchnorm, _fold_scales,
                     _fuse_scaled_adds, _share_common, _direct_calls):
@@ -84,7 +87,6 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
                                f"(max abs difference {diff:.3g} for outputs up to {scale:.3g}); this is a bug "
                                "in assembler.inference")
     return out
-
 
 
 def _pass(rewrite: Callable[[fx.GraphModule], None], doc: str) -> Callable[[fx.GraphModule], fx.GraphModule]:
@@ -160,18 +162,50 @@ def _drop_dropout(gm: fx.GraphModule) -> None:
 
 def _inline_proxies(gm: fx.GraphModule) -> None:
     for node in list(gm.graph.nodes):
-        proxy = _module(gm, node)
-        if not isinstance(proxy, M.Proxy):
+        if isinstance(_module(gm, node), M.Proxy):
+            _inline(gm, node)
+    _pools_as_functions(gm)
+
+
+def _inline(gm: fx.GraphModule, node: fx.Node) -> None:
+    """Replace a call of a composite module by its own traced graph (its torch.nn leaves
+    called at their paths under the module), whatever its forward does."""
+    sub = fx.symbolic_trace(gm.get_submodule(node.target))
+    env: dict[fx.Node, object] = {}
+    inputs = iter(node.args)
+    result = None
+    with gm.graph.inserting_before(node):
+        for n in sub.graph.nodes:
+            if n.op == "placeholder":
+                env[n] = next(inputs)
+            elif n.op == "output":
+                result = fx.node.map_arg(n.args[0], lambda a: env[a])
+            else:
+                copied = gm.graph.node_copy(n, lambda a: env[a])
+                if copied.op in ("call_module", "get_attr"):
+                    copied.target = f"{node.target}.{n.target}"
+                env[n] = copied
+    node.replace_all_uses_with(result)
+    gm.graph.erase_node(node)
+
+
+def _pools_as_functions(gm: fx.GraphModule) -> None:
+    """Max-pool modules as the language's maxpool calls them, so equal pools can be shared."""
+    for node in list(gm.graph.nodes):
+        p = _module(gm, node)
+        if type(p) is not nn.MaxPool2d or p.ceil_mode or p.return_indices or _int(p.dilation) != 1:
             continue
+        if any(a != b for a, b in map(_pair, (p.kernel_size, p.stride, p.padding))):
+            continue  # a window that is not square: leave the module
         with gm.graph.inserting_before(node):
-            x = node.args[0]
-            if proxy.pool is not None:  # the same call as the language's maxpool: shares with it
-                p = proxy.pool
-                x = gm.graph.call_function(F.max_pool2d, (x, _int(p.kernel_size), _int(p.stride), _int(p.padding)))
-            x = gm.graph.call_module(f"{node.target}.conv", (x,))
-            x = gm.graph.call_module(f"{node.target}.bn", (x,))
-        node.replace_all_uses_with(x)
+            call = gm.graph.call_function(F.max_pool2d, (node.args[0], _int(p.kernel_size), _int(p.stride),
+                                                         _int(p.padding)))
+        node.replace_all_uses_with(call)
         gm.graph.erase_node(node)
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _int(v) -> int:
