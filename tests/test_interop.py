@@ -37,7 +37,7 @@ def _compare(model: nn.Module, network, shapes: dict, batch: int = 3, seed: int 
     return inference.max_abs_diff(model, network, x)
 
 
-def _cli(*args, cwd: Path | None = None):
+def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
@@ -59,6 +59,13 @@ def test_resnet18_reproduces_the_module(resnet18):
     restored = assembler.restore(result.path)
     assert _compare(model, restored["resnet18"], {"x": (3, 32, 32)}) < TOL
     assert restored.checked.params("resnet18") == sum(p.numel() for p in model.parameters()) == 11_689_512
+
+
+def test_the_inference_compilation_of_the_imported_resnet18(resnet18):
+    model, result = resnet18
+    fast = inference.compile(assembler.restore(result.path), "resnet18")
+    assert _compare(model, fast, {"x": (3, 32, 32)}) < TOL
+    assert not [n for n in fast.graph.nodes if n.op == "call_module"]  # batch-norm folded, convs called directly
 
 
 def test_resnet18_spec_reads_like_one_written_by_hand(resnet18):
