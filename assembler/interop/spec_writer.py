@@ -105,7 +105,8 @@ class _Writer:
             names = {v: v for v in self.t.inputs}
             outputs = self.t.outputs
         avoid = KEYWORDS | python_reserved() | {t.name for t in self.order} | {self.network}
-        return _Chains(items, names, outputs, scope, template, avoid).run()
+        stateful = {scope.rel(s.module) for s in scope.all_steps() if s.module}
+        return _Chains(items, names, outputs, scope, template, avoid, stateful).run()
 
     def _items(self, scope: Group, group: Group) -> list["_Item"]:
         items = [_Item(s, None, group) for s in group.steps]
@@ -207,8 +208,9 @@ class _Chains:
     """Items of one scope -> bindings (see the module docstring for where chains split)."""
 
     def __init__(self, items: list[_Item], names: dict[str, str], outputs: list[str], scope: Group,
-                 template: bool, taken: set[str]):
+                 template: bool, taken: set[str], stateful: set[str]):
         self.items, self.names, self.outputs, self.scope, self.template = items, dict(names), outputs, scope, template
+        self.stateful = stateful  # paths (from the scope) of every module with weights inside it
         self.used = set(names.values()) | taken
         self.readers: dict[str, int] = {}
         for it in items:
@@ -284,7 +286,7 @@ class _Chains:
         else:
             weighted = [self.scope.rel(it.step.module) for it in items if it.step and it.step.module]
             if weighted:
-                raw = _common_path(weighted) or weighted[0]
+                raw = _container(weighted, self.stateful)
                 owner = ""  # a module path already names its owner
             elif self.template and items[-1].output in self.outputs:
                 raw = "out"
@@ -373,12 +375,17 @@ def _identifier(raw: str, items: list[_Item]) -> str:
     return name
 
 
-def _common_path(paths: list[str]) -> str:
+def _container(paths: list[str], stateful: set[str]) -> str:
+    """The name of a binding holding the modules at `paths`: the container they share when the
+    binding holds all of that container's modules (`downsample.0`, `downsample.1` ->
+    `downsample`), else the first module's path."""
     parts = [p.split(".") for p in paths]
-    common = []
+    common: list[str] = []
     for segs in zip(*parts):
-        if len(set(segs)) != 1:
+        if len(set(segs)) != 1 or len(common) + 1 == min(len(p) for p in parts):
             break
         common.append(segs[0])
-    # a binding of one module is named after it; of several, after the container they share
-    return ".".join(common) if len(paths) == 1 or len(common) < min(len(p) for p in parts) else ""
+    prefix = ".".join(common)
+    if prefix and {m for m in stateful if m.startswith(prefix + ".")} <= set(paths):
+        return prefix
+    return paths[0]
