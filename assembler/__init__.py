@@ -12,10 +12,11 @@ from .resolve import check, expand, load
 from .compiler import Assembly
 from .assemble import compile
 from .checkpoint import restore, save
+from .interop import from_torch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Assembly", "CheckError", "Checked", "CheckpointError", "DataError", "Diagnostic", "ParseError", "Spec", "SpecError",
-    "check", "compile", "edits", "expand", "format", "load", "parse", "restore", "save",
+    "check", "compile", "edits", "expand", "format", "from_torch", "load", "parse", "restore", "save",
 ]

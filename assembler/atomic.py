@@ -113,12 +113,13 @@ def recover(target: Path) -> bool:
     return restored
 
 
-def _written(d: Path) -> float:
+def _written(d: Path) -> tuple:
+    """When a complete copy was written: meta.json's time, then its completion file's mtime."""
     try:
-        return time.mktime(time.strptime(json.loads((d / "meta.json").read_text())["created"],
-                                         "%Y-%m-%dT%H:%M:%SZ")) + (d / COMPLETE).stat().st_mtime / 1e10
+        created = json.loads((d / "meta.json").read_text())["created"]
     except (OSError, ValueError, KeyError, TypeError):
-        return (d / COMPLETE).stat().st_mtime
+        created = ""
+    return (str(created), (d / COMPLETE).stat().st_mtime_ns)
 
 
 # -- the writer's lock ------------------------------------------------------------------------------

@@ -423,6 +423,82 @@ def bundle_cmd(checkpoint, output):
     click.echo(f"wrote {output} with {len(ids)} imported checkpoint(s) inside")
 
 
+@main.command("import")
+@click.argument("factory", metavar="MODULE:FACTORY")
+@click.option("--input", "-i", "inputs", multiple=True, required=True, metavar="NAME=C,H,W",
+              help="An input of forward and its shape without the batch, e.g. x=3,224,224 (one per argument, in "
+                   "order).")
+@click.option("--weights", "-w", type=click.Path(dir_okay=False),
+              help="A state dict to load first: .safetensors, or .pt/.pth (loaded with weights_only=True).")
+@click.option("--name", "-n", default="net", show_default=True, help="The network's name in the spec.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="The checkpoint directory.")
+def import_cmd(factory, inputs, weights, name, output):
+    """Import a PyTorch module as a checkpoint directory that specs `use`.
+
+    MODULE is a .py file or an importable module, FACTORY a class or function in it called
+    without arguments. The module is traced with torch.fx; its outputs and parameter count
+    are checked against the imported network before anything is written."""
+    from .interop import from_torch, load_factory
+    shapes = dict(_input_flag(text) for text in inputs)
+    if len(shapes) != len(inputs):
+        raise click.BadParameter("an input name is given twice", param_hint="'--input'")
+    model = load_factory(factory)
+    result = from_torch(model, shapes, name=name, out=output, weights=weights, source=factory)
+    templates = f", templates: {', '.join(result.templates)}" if result.templates else ""
+    click.echo(f"imported {factory} as network {name}: {_fmt_count(result.params)} params{templates}")
+    click.echo(f"outputs match the module's (max abs difference {result.max_abs_diff:.3g} on random inputs); "
+               f"saved {result.path}")
+    click.echo(f"its spec: {result.path / 'spec.net'}; a spec imports it with `use \"PATH\" as pre`, PATH leading "
+               f"from the spec's directory to {result.path}")
+
+
+def _input_flag(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name.strip() or not shape or min(shape) < 1:
+        raise click.BadParameter(f"'{text}' is not NAME=C,H,W (positive whole numbers without the batch)",
+                                 param_hint="'--input'")
+    return name.strip(), shape
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=False))
+@click.option("--network", "-n", help="The network to export (default: the checkpoint's trained or only one).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--format", "fmt", type=click.Choice(["pt2", "onnx"]),
+              help="pt2 (torch.export, the default) or onnx (needs: pip install 'assembler[onnx]'); by default "
+                   "taken from the output's suffix.")
+def export(checkpoint, network, output, fmt):
+    """Export a network as a standalone torch.export program (or ONNX) of its inference
+    compilation: batch-norm folded, gates fixed, every weight inside, any batch size. The
+    written file is loaded back and checked against the checkpoint's network."""
+    from .checkpoint import restore
+    from .interop import export as export_network
+    fmt = fmt or ("onnx" if Path(output).suffix.lower() == ".onnx" else "pt2")
+    if fmt == "onnx":
+        from .interop.exporter import require_onnx
+        require_onnx()
+    asm = restore(checkpoint)
+    name = network or _default_network(asm)
+    _networks(asm.checked, name)
+    result = export_network(asm, name, output, format=fmt)
+    click.echo(f"exported {name} ({_fmt_count(asm.checked.params(name))} params) to {result.path} as {fmt}; "
+               f"max abs difference from the checkpoint's network {result.max_abs_diff:.3g}")
+
+
+def _default_network(asm) -> str:
+    meta = getattr(asm, "meta", {})
+    named = (meta.get("train", {}).get("networks") or [meta.get("imported", {}).get("network")])[0]
+    if named in asm.checked.networks:
+        return named
+    if len(asm.names) == 1:
+        return asm.names[0]
+    raise click.UsageError(f"the checkpoint holds several networks ({', '.join(asm.names)}); choose one with -n")
+
+
 def run() -> None:
     """Entry point that hides internal tracebacks unless ASSEMBLER_DEBUG is set."""
     try:

@@ -1,0 +1,218 @@
+"""The inference compilation (`assembler.inference`): the same outputs as the training graph in
+eval mode, batch-norm folded as computed by hand, gates fixed, shared pooling computed once,
+and the training graph and its modules left untouched."""
+
+from __future__ import annotations
+
+import math
+import operator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import assembler
+from assembler import inference
+from assembler.modules import Gate, Proxy
+
+SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+TOL = 1e-5
+
+
+def _randomise(asm, seed: int = 0) -> None:
+    """Batch-norm statistics, affine parameters and gate logits away from their defaults, so
+    that a fold that forgot one of them shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in (mod for top in asm.modules.values() for mod in top.modules()):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+            if isinstance(m, Gate):
+                m.logits.copy_(torch.randn(m.logits.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def student():
+    asm = assembler.compile(assembler.load(SPECS / "tailor.net"), seed=0)
+    _randomise(asm)
+    return asm
+
+
+def _calls(gm, kind) -> list:
+    out = []
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and isinstance(kind, type) and isinstance(gm.get_submodule(n.target), kind):
+            out.append(n)
+        elif n.op == "call_function" and n.target is kind:
+            out.append(n)
+    return out
+
+
+def _conv_weights(gm) -> list[torch.Tensor]:
+    """The weights of every convolution left, whether a module call or a direct torch call."""
+    return [gm.get_submodule(n.target).weight for n in _calls(gm, nn.Conv2d)] + \
+        [gm.get_parameter(n.args[1].target) for n in _calls(gm, torch.conv2d)]
+
+
+def _x(asm, network, batch=4):
+    return inference.example_inputs(asm.checked.networks[network].inputs, batch=batch, seed=1)
+
+
+def test_conv_batchnorm_fold_matches_the_hand_computed_weights():
+    conv = nn.Conv2d(1, 2, 1, bias=True)
+    bn = nn.BatchNorm2d(2, eps=1e-5).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([2.0, -1.0]).view(2, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([0.5, 1.0]))
+        bn.weight.copy_(torch.tensor([3.0, 0.5]))
+        bn.bias.copy_(torch.tensor([-1.0, 2.0]))
+        bn.running_mean.copy_(torch.tensor([1.0, -2.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25]))
+    fused = inference.fold_conv_bn(conv, bn)
+    s0, s1 = 3.0 / math.sqrt(4.0 + 1e-5), 0.5 / math.sqrt(0.25 + 1e-5)
+    assert fused.weight.view(-1).tolist() == pytest.approx([2.0 * s0, -1.0 * s1], rel=1e-6)
+    assert fused.bias.tolist() == pytest.approx([(0.5 - 1.0) * s0 - 1.0, (1.0 + 2.0) * s1 + 2.0], rel=1e-6)
+    x = torch.randn(3, 1, 5, 5)
+    assert torch.allclose(fused(x), bn(conv(x)), atol=TOL)
+    assert conv.weight.view(-1).tolist() == [2.0, -1.0]  # the inputs are not modified
+
+
+def test_linear_batchnorm_fold_without_bias():
+    lin, bn = nn.Linear(6, 4, bias=False), nn.BatchNorm1d(4)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.eval()
+    fused = inference.fold_linear_bn(lin, bn)
+    x = torch.randn(5, 6)
+    assert torch.allclose(fused(x), bn(lin(x)), atol=TOL)
+
+
+def test_plain_network_folds_every_batchnorm_and_keeps_outputs():
+    asm = assembler.compile(assembler.load(SPECS / "source.net"), seed=0)
+    _randomise(asm)
+    gm = asm["cnn"]
+    for channels_last in (False, True):
+        opt = inference.compile(asm, "cnn", channels_last=channels_last)
+        assert not _calls(opt, nn.BatchNorm2d)
+        assert inference.max_abs_diff(gm, opt, _x(asm, "cnn")) < TOL
+        assert len(_conv_weights(opt)) == 4 and not _calls(opt, nn.Conv2d)  # called directly
+
+
+def test_gates_become_constant_sums_and_pools_are_shared(student):
+    gm = student["student"]
+    opt = inference.compile(student, "student", channels_last=False)
+    assert inference.max_abs_diff(gm, opt, _x(student, "student")) < TOL
+    assert not _calls(opt, Gate) and not _calls(opt, Proxy) and not _calls(opt, torch.softmax)
+    assert not _calls(opt, nn.BatchNorm2d)
+    # every multiply by an alpha went into a conv or an add: none is left
+    assert not _calls(opt, operator.mul)
+    pools = [(n.args[0], tuple(n.args[1:])) for n in _calls(opt, F.max_pool2d)]
+    assert len(pools) == len(set(pools))  # no pooling of one map with one window twice
+    before = [(n.args[0], tuple(n.args[1:])) for n in gm.graph.nodes if n.op == "call_module"
+              and isinstance(gm.get_submodule(n.target), Proxy) and gm.get_submodule(n.target).pool is not None]
+    windows = {(n.args[0].name, gm.get_submodule(n.target).pool.kernel_size) for n in gm.graph.nodes
+               if n.op == "call_module" and isinstance(gm.get_submodule(n.target), Proxy)
+               and gm.get_submodule(n.target).pool is not None}
+    assert len(before) > len(windows)  # the student really has proxies pooling the same map alike
+
+
+def test_the_training_graph_and_shared_modules_are_untouched(student):
+    gm = student["student"]
+    code = gm.code
+    state = {k: v.clone() for k, v in student.state(owned_only=False).items()}
+    imported = {k: v.clone() for k, v in student.modules["pre.c2.0"].state_dict().items()}
+    inference.compile(student, "student")
+    for p in (inference.fold_batchnorm, inference.fold_gates, inference.share_common, inference.inline_proxies):
+        assert p(gm) is not gm
+    assert gm.code == code
+    assert all(torch.equal(v, student.state(owned_only=False)[k]) for k, v in state.items())
+    assert all(torch.equal(v, student.modules["pre.c2.0"].state_dict()[k]) for k, v in imported.items())
+    assert student["student"] is gm and isinstance(gm.get_submodule("c2.gate"), Gate)
+
+
+def test_each_pass_alone_keeps_outputs(student):
+    gm = student["student"]
+    x = _x(student, "student")
+    steps = [inference.drop_dropout, inference.inline_proxies, inference.fold_gates, inference.fold_batchnorm,
+             inference.fold_scales, inference.fuse_scaled_adds, inference.share_common, inference.direct_calls,
+             inference.to_channels_last]
+    current = gm
+    for step in steps:
+        current = step(current)
+        assert inference.max_abs_diff(gm, current, x) < TOL, step.__name__
+
+
+def test_a_path_of_alpha_zero_is_dropped():
+    spec = assembler.parse("""
+network n(x: [4, 6, 6]) {
+    a = x -> conv(8, 3, pad=1) -> batchnorm -> relu
+    g = gate(a, x -> proxy(8), x -> conv(8, 1), init=[1, 0, -1])
+    y = g -> gap -> linear(3)
+    return y
+}
+""")
+    asm = assembler.compile(spec, seed=0)
+    _randomise(asm)
+    with torch.no_grad():
+        asm.modules["n.g.gate"].logits.copy_(torch.tensor([0.5, -math.inf, 0.2]))
+    gm = asm["n"]
+    opt = inference.compile(asm, "n", channels_last=False)
+    assert inference.max_abs_diff(gm, opt, _x(asm, "n")) < TOL
+    kernels = sorted(tuple(w.shape[-2:]) for w in _conv_weights(opt))
+    assert kernels == [(1, 1), (3, 3)]  # the proxy's 1x1 conv is gone
+
+
+def test_linear_batchnorm_dropout_and_channels_last_on_vectors():
+    spec = assembler.parse("""
+network mlp(x: [12]) {
+    h = x -> linear(16, bias=false) -> batchnorm -> relu -> dropout(0.5)
+    y = h -> linear(3) -> batchnorm
+    return y, h
+}
+""")
+    asm = assembler.compile(spec, seed=0)
+    _randomise(asm)
+    opt = inference.compile(asm, "mlp")
+    assert not _calls(opt, nn.BatchNorm1d) and not _calls(opt, nn.Dropout)
+    assert inference.max_abs_diff(asm["mlp"], opt, _x(asm, "mlp")) < TOL
+
+
+def test_channels_last_returns_ordinary_tensors():
+    spec = assembler.parse("""
+network n(x: [3, 8, 8]) {
+    a = x -> conv(4, 3, pad=1) -> batchnorm -> relu
+    return a
+}
+""")
+    asm = assembler.compile(spec, seed=0)
+    opt = inference.compile(asm, "n", channels_last=True)
+    out = opt(*_x(asm, "n"))
+    assert out.is_contiguous()
+    assert inference.max_abs_diff(asm["n"], opt, _x(asm, "n")) < TOL
+
+
+def test_verification_catches_a_wrong_rewrite(monkeypatch):
+    asm = assembler.compile(assembler.load(SPECS / "source.net"), seed=0)
+    _randomise(asm)
+
+    right = inference.fold_conv_bn
+
+    def wrong(conv, bn):  # forgets the batch-norm's shift
+        fused = right(conv, bn)
+        with torch.no_grad():
+            fused.bias.zero_()
+        return fused
+    monkeypatch.setattr(inference, "fold_conv_bn", wrong)
+    with pytest.raises(RuntimeError, match="changed its outputs"):
+        inference.compile(asm, "cnn")
+
+
+def test_interleaved_latency_times_every_candidate():
+    times = inference.interleaved_latency({"a": torch.relu, "b": torch.sigmoid}, (torch.randn(4),), rounds=4)
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
+    assert inference.median_ratio(times, "a", "b") > 0
