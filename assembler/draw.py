@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .graph import Checked, CheckedNetwork, GraphNode
+from .graph import Checked, CheckedNetwork, GatePath, GraphNode, gate_paths
+from .keys import BindingRef, ModuleKey
+from .ops import entry
 
 FILL = {  # box kind -> (fill, border)
     "input": ("#e3eefa", "#4a6f9a"), "trainable": ("#d6efd4", "#3b8a3b"), "frozen": ("#e2e2e2", "#8a8a8a"),
@@ -104,21 +106,13 @@ def _count(n: int) -> str:
 
 def _prefix(key: str) -> str:
     """`pre.c2.0` -> `pre.c2`: a module key without its trailing op indices."""
-    parts = key.split(".")
-    while len(parts) > 1 and parts[-1].isdigit():
-        parts.pop()
-    return ".".join(parts)
+    return ModuleKey(key).block()
 
 
 def _op_text(n: GraphNode) -> str:
-    a = n.args
-    if n.op == "conv":
-        stride = f" /{a['stride']}" if a.get("stride") not in (None, 1) else ""
-        return f"conv {a.get('k')}x{a.get('k')} {a.get('out')}{stride}"
-    if n.op in ("gate", "add", "mul", "cat"):
-        return f"{n.op}({len(n.inputs)})"
-    return {"batchnorm": "bn", "layernorm": "ln", "linear": f"linear {a.get('out')}",
-            "proxy": f"proxy {a.get('c')}"}.get(n.op, n.op)
+    """The op's label, from the op table."""
+    op = entry(n.op)
+    return op.text(n.args, len(n.inputs)) if op is not None else n.op
 
 
 def _tokens(nodes: list[GraphNode], checked: Checked) -> list[str]:
@@ -149,25 +143,8 @@ def _wrap(tokens: list[str], width: int = 30) -> list[str]:
     return [s for s in lines if s]
 
 
-def _paths(net: CheckedNetwork, b: str, nodes: list[GraphNode]) -> list[tuple]:
-    """Each gate path of binding `b`: (gate node, index, the path's nodes, its source bindings)."""
-    out = []
-    for g in (n for n in nodes if n.op == "gate"):
-        for i, start in enumerate(g.inputs):
-            seen, sources, stack = set(), [], [start]
-            while stack:  # walk back from the gate's input until leaving the binding
-                n = net.node(stack.pop())
-                if n.binding != b:
-                    sources += [] if n.binding in sources else [n.binding]
-                elif n.name not in seen:
-                    seen.add(n.name)
-                    stack.extend(n.inputs)
-            out.append((g, i, [n for n in nodes if n.name in seen], sources))
-    return out
-
-
-def _box(checked: Checked, net: CheckedNetwork, b: str, nodes: list[GraphNode], paths: list[tuple]) -> Box:
-    proxied = [(g, p) for g, _, p, _ in paths if any(n.role == "proxy" for n in p)]
+def _box(checked: Checked, net: CheckedNetwork, b: str, nodes: list[GraphNode], paths: list[GatePath]) -> Box:
+    proxied = [(p.gate, p.nodes) for p in paths if p.proxy]
     side = {n.name for _, p in proxied for n in p}
     core = [n for n in nodes if n.name not in side and n.op != "gate"]
     keyed, roles = [n for n in core if n.module], {n.role for n in nodes}
@@ -192,7 +169,7 @@ def _links(net: CheckedNetwork, groups: dict, paths: dict, weights: dict | None)
     gates, links = (weights or {}).get("gates") or {}, []
     for b, nodes in groups.items():
         done = set()
-        for g, i, path, sources in paths[b]:
+        for g, i, path, sources in paths.get(b, ()):
             alphas = gates.get(g.module) or []
             a = _finite(alphas[i]) if i < len(alphas) else None
             kind = "proxy" if any(n.role == "proxy" for n in path) else "main"
@@ -220,9 +197,17 @@ def _column(checked: Checked, name: str, weights: dict | None) -> _Column:
     net, groups = checked.networks[name], defaultdict(list)
     for n in net.nodes:
         groups[n.binding].append(n)
-    paths = {b: _paths(net, b, nodes) for b, nodes in groups.items()}
+    paths: dict[str, list[GatePath]] = defaultdict(list)
+    for p in gate_paths(net):
+        paths[p.gate.binding].append(p)
     boxes = {b: _box(checked, net, b, nodes, paths[b]) for b, nodes in groups.items()}
     return _Column(name, boxes, _links(net, groups, paths, weights))
+
+
+def _end(ref: str) -> tuple[str, str]:
+    """A matching edge's end as (column, box): `teacher.c3` -> ("teacher", "c3")."""
+    r = BindingRef(ref)
+    return r.network, r.binding
 
 
 def _mean(pairs, val, default):
@@ -366,7 +351,7 @@ def to_svg(checked: Checked, networks: list[str], weights: dict | None = None) -
     bottom = tops[-1] + row_h[-1] + 12
     boxes = {(c.name, b.name): b for c in cols for b in c.boxes.values()}
     drawn = [k for k, e in enumerate(checked.edges)
-             if tuple(e.source.split(".", 1)) in boxes and tuple(e.target.split(".", 1)) in boxes]
+             if _end(e.source) in boxes and _end(e.target) in boxes]
     left, frames, out = 12.0, [], []
     for c in cols:
         half = {v: (c.boxes[v].w if v in c.boxes else 4) / 2 for v in c.x}
@@ -381,7 +366,7 @@ def to_svg(checked: Checked, networks: list[str], weights: dict | None = None) -
                       f'text-anchor="middle" font-size="14" font-weight="bold">{_x(c.name)}</text>')
         left += inner + 28 + (150 if drawn else 30)
         out += _svg_links(c, tops, row_h)
-    arcs = any(e.source.split(".")[0] == e.target.split(".")[0] for e in (checked.edges[k] for k in drawn))
+    arcs = any(_end(e.source)[0] == _end(e.target)[0] for e in (checked.edges[k] for k in drawn))
     out += _svg_matches(checked, drawn, boxes, [c.name for c in cols], weights)
     out += [s for b in boxes.values() for s in _draw_box(b)]
     used = {b.kind for b in boxes.values()} | {"proxy_link" if l.kind == "proxy" else "data"
@@ -429,7 +414,7 @@ def _svg_matches(checked: Checked, drawn: list[int], boxes: dict, order: list[st
     """Matching edges: dashed, from side to side (an arc within a column), labelled near the target."""
     ends, sides, port, out = {}, defaultdict(list), {}, []
     for k in drawn:
-        s, t = (boxes[tuple(end.split(".", 1))] for end in (checked.edges[k].source, checked.edges[k].target))
+        s, t = (boxes[_end(end)] for end in (checked.edges[k].source, checked.edges[k].target))
         ds = 1 if order.index(t.network) >= order.index(s.network) else -1
         dt = -ds if t.network != s.network else 1
         ends[k] = (s, ds, t, dt)

@@ -18,9 +18,6 @@ KEYWORDS = frozenset(
     "use as block shared frozen trainable adapter network match train skips return in true false".split()
 )
 
-_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
-
-
 class _Continuations:
     """Post-lexer: newlines inside brackets do not end a statement; runs of newlines are one.
 
