@@ -28,9 +28,8 @@ from assembler import resolve
 from assembler.cli import main
 from assembler.errors import SpecError
 
-HERE = Path(__file__).resolve().parent
-GOLDEN = HERE / "golden"
-SPECS = HERE.parent / "specs" / "digits"
+from conftest import GOLDEN, SPECS
+
 UPDATE = os.environ.get("UPDATE_GOLDEN", "") not in ("", "0")
 
 CASES = sorted(p.stem for p in GOLDEN.glob("*.net"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ import assembler
 from assembler import draw
 from assembler.graph import Checked, CheckedNetwork, GraphNode, Module
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+from conftest import SPECS
 NS = {"s": "http://www.w3.org/2000/svg"}
 ALPHAS = {"student.c1.gate": [0.8, 0.2], "student.c2.gate": [0.6, 0.1, 0.3],
           "student.c3.gate": [0.05, 0.15, 0.5, 0.3], "student.c4.gate": [0.7, 0.05, 0.05, 0.2]}

@@ -8,16 +8,16 @@ import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import assembler
 from assembler.cli import main
+from assembler.verify import VerifyError, verify
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "design" / "examples"
+from conftest import ROOT, SHARED, SPECS
+
 FILES = sorted(ROOT.glob("specs/**/*.net")) + sorted(SHARED.glob("*.net"))
 
 
@@ -25,6 +25,7 @@ FILES = sorted(ROOT.glob("specs/**/*.net")) + sorted(SHARED.glob("*.net"))
 def test_every_spec_checks_and_round_trips(path, monkeypatch):
     monkeypatch.chdir(path.parent)
     spec = assembler.load(path.name)
+    verify(assembler.check(spec))
     text = assembler.format(spec)
     again = assembler.parse(text, path.name)
     assert again == spec
@@ -107,3 +108,17 @@ def test_grammar_ships_in_the_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "assembler/grammar/net.lark" in names
     assert "assembler/data/digits.npz" in names
+
+
+def test_verify_finds_a_broken_graph(monkeypatch):
+    monkeypatch.chdir(SPECS)
+    checked = assembler.check(assembler.load("tailor.net"))
+    net = checked.networks["student"]
+    reordered = net.model_copy(update={"nodes": net.nodes[::-1]})
+    broken = checked.model_copy(update={"networks": {**checked.networks, "student": reordered}})
+    with pytest.raises(VerifyError, match="reads .* before"):
+        verify(broken)
+    undeclared = checked.model_copy(update={"modules": {k: m for k, m in checked.modules.items()
+                                                        if not k.startswith("student.c2")}})
+    with pytest.raises(VerifyError, match="undeclared module 'student.c2"):
+        verify(undeclared)

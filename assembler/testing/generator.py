@@ -23,8 +23,13 @@ from .shapes import _REQ, SIGNATURES, NetInfo, Shape, Tracker
 
 #: Names a generated spec never uses for a template, shared module, network, input, binding
 #: or parameter: the language's keywords, the built-in op, merge and special names and the
-#: names compiled networks reserve.
+#: names compiled networks reserve (ops registered later are avoided too: see `reserved`).
 RESERVED: frozenset[str] = frozenset(KEYWORDS) | builtin_names() | python_reserved()
+
+
+def reserved(name: str) -> bool:
+    """Whether a generated spec must not use `name` (the op table as it is now included)."""
+    return name in RESERVED or name in builtin_names()
 
 _FIRST = string.ascii_lowercase + string.ascii_uppercase + "_"
 _REST = string.ascii_lowercase + string.digits + "_" + string.ascii_uppercase
@@ -34,7 +39,7 @@ _REST = string.ascii_lowercase + string.digits + "_" + string.ascii_uppercase
 def names(draw) -> str:
     """A name of the language that is neither a keyword nor a built-in."""
     name = draw(st.sampled_from(_FIRST)) + draw(st.text(_REST, max_size=5))
-    return name if name not in RESERVED else name + "_"
+    return name if not reserved(name) else name + "_"
 
 
 def _same(a, b) -> bool:
@@ -104,7 +109,7 @@ class _Gen(Parts):
 
     def _unique(self, base: str, taken: Callable[[str], bool]) -> str:
         name, i = base, 1
-        while name in RESERVED or taken(name):
+        while reserved(name) or taken(name):
             name, i = f"{base}{i}", i + 1
         return name
 
@@ -480,4 +485,4 @@ class _RandomGen(_Gen):
 
     def raw_name(self) -> str:
         name = self.rng.choice(_FIRST) + "".join(self.rng.choice(_REST) for _ in range(self.rng.randint(0, 5)))
-        return name if name not in RESERVED else name + "_"
+        return name if not reserved(name) else name + "_"
