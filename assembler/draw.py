@@ -369,16 +369,20 @@ def to_svg(checked: Checked, networks: list[str], weights: dict | None = None) -
     arcs = any(_end(e.source)[0] == _end(e.target)[0] for e in (checked.edges[k] for k in drawn))
     out += _svg_matches(checked, drawn, boxes, [c.name for c in cols], weights)
     out += [s for b in boxes.values() for s in _draw_box(b)]
-    used = {b.kind for b in boxes.values()} | {"proxy_link" if l.kind == "proxy" else "data"
-                                                for c in cols for l in c.links}
-    used |= {m for m, on in (("shared", any(b.shared for b in boxes.values())),
-                             ("gate", any(b.gate for b in boxes.values())), ("match", drawn)) if on}
-    legend, right, end = _legend(used, bottom + 16, left)
+    legend, right, end = _legend(_marks(cols, boxes, bool(drawn)), bottom + 16, left)
     width, height = max(left - (150 if drawn else 30) + 12 + 80 * arcs, right), end + 12
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" '
             f'font-size="11"><rect width="100%" height="100%" fill="white"/>')
     return "\n".join([head, *frames, *out, *legend, "</svg>"]) + "\n"
+
+
+def _marks(cols: list[_Column], boxes: dict, matches: bool) -> set[str]:
+    """The kinds of box and line a picture uses (its legend lists those)."""
+    used = {b.kind for b in boxes.values()} | {"proxy_link" if l.kind == "proxy" else "data"
+                                                for c in cols for l in c.links}
+    return used | {m for m, on in (("shared", any(b.shared for b in boxes.values())),
+                                   ("gate", any(b.gate for b in boxes.values())), ("match", matches)) if on}
 
 
 def _svg_links(c: _Column, tops: list[float], row_h: list[float]) -> list[str]:

@@ -281,11 +281,34 @@ def prune(spec: ir.Spec, net: str, remove: list[str]) -> ir.Spec:
 def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec, dict[str, str], dict[str, list[int]]]:
     """`prune`, a map from old module path prefixes (`c3.in2`) to new ones, and per surviving
     gate the indices of its kept paths, so that weights can follow the edit."""
-    network = _network(spec, net, "prune")
+    _network(spec, net, "prune")
     spec = _expanded(spec)
     network = spec.networks[net]
     bindings = {st.name: st for st in network.body if isinstance(st, ir.Binding)}
     returned = {n for st in network.body if isinstance(st, ir.Return) for n in st.names}
+    drop_paths, gone = _prune_targets(spec, net, bindings, remove)
+    _cascade(bindings, returned, drop_paths, gone)
+    lost = returned & gone
+    if lost:
+        raise SpecError(Diagnostic(f"prune: removing {', '.join(remove)} would remove the output(s) "
+                                   f"{', '.join(sorted(lost))} of '{net}'", spec.filename))
+    keymap: dict[str, str] = {}
+    kept: dict[str, list[int]] = {}
+    body = []
+    for st in network.body:
+        if isinstance(st, ir.Binding):
+            if st.name in gone:
+                continue
+            if drop_paths.get(st.name):
+                st = _drop(st, drop_paths[st.name], keymap, kept)
+        body.append(st)
+    out = _with_network(spec, network.model_copy(update={"body": tuple(body)}))
+    return _checked(out, "prune"), keymap, kept
+
+
+def _prune_targets(spec: ir.Spec, net: str, bindings: dict[str, ir.Binding],
+                   remove: list[str]) -> tuple[dict[str, set[int]], set[str]]:
+    """What `remove` names: gate paths to drop per binding, and whole bindings."""
     drop_paths: dict[str, set[int]] = {}
     gone: set[str] = set()
     for item in map(GatePathName, remove):
@@ -293,21 +316,26 @@ def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec,
         if b not in bindings:
             raise SpecError(Diagnostic(f"prune: '{net}' has no binding '{b}' (in {str(item)!r})", spec.filename,
                                        hint=did_you_mean(b, bindings)))
-        if item.is_path:
-            gate = _gate_of(bindings[b])
-            if gate is None or item.index is None or item.index >= len(_paths(gate)):
-                what = "not a gate" if gate is None else f"a gate of {len(_paths(gate))} paths"
-                raise SpecError(Diagnostic(f"prune: {str(item)!r} names no gate path of '{b}'", spec.filename,
-                                           hint=f"'{b}' is {what}"))
-            drop_paths.setdefault(b, set()).add(item.index)
-        else:
+        if not item.is_path:
             gone.add(b)
-    keymap: dict[str, str] = {}
-    kept: dict[str, list[int]] = {}
+            continue
+        gate = _gate_of(bindings[b])
+        if gate is None or item.index is None or item.index >= len(_paths(gate)):
+            what = "not a gate" if gate is None else f"a gate of {len(_paths(gate))} paths"
+            raise SpecError(Diagnostic(f"prune: {str(item)!r} names no gate path of '{b}'", spec.filename,
+                                       hint=f"'{b}' is {what}"))
+        drop_paths.setdefault(b, set()).add(item.index)
+    return drop_paths, gone
+
+
+def _cascade(bindings: dict[str, ir.Binding], returned: set[str], drop_paths: dict[str, set[int]],
+             gone: set[str]) -> None:
+    """Grow `drop_paths` and `gone` until nothing more dies: a path reading a removed binding,
+    a gate without paths, a binding reading a removed one, a binding nobody reads."""
     changed = True
     while changed:
         changed = False
-        for name, st in list(bindings.items()):
+        for name, st in bindings.items():
             if name in gone:
                 continue
             gate = _gate_of(st)
@@ -324,24 +352,9 @@ def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec,
                 gone.add(name)
                 changed = True
         readers = {r for n, st in bindings.items() if n not in gone for r in _reads_live(st, drop_paths.get(n, set()))}
-        for name in bindings:
-            if name not in gone and name not in readers and name not in returned:
-                gone.add(name)
-                changed = True
-    lost = returned & gone
-    if lost:
-        raise SpecError(Diagnostic(f"prune: removing {', '.join(remove)} would remove the output(s) "
-                                   f"{', '.join(sorted(lost))} of '{net}'", spec.filename))
-    body = []
-    for st in network.body:
-        if isinstance(st, ir.Binding):
-            if st.name in gone:
-                continue
-            if st.name in drop_paths and drop_paths[st.name]:
-                st = _drop(st, drop_paths[st.name], keymap, kept)
-        body.append(st)
-    out = _with_network(spec, network.model_copy(update={"body": tuple(body)}))
-    return _checked(out, "prune"), keymap, kept
+        unread = {n for n in bindings if n not in gone and n not in readers and n not in returned}
+        gone |= unread
+        changed = changed or bool(unread)
 
 
 def _expanded(spec: ir.Spec) -> ir.Spec:

@@ -95,56 +95,10 @@ class Parts:
 
     def element(self, s: Shape, where: str, depth: int = 0, preserve: bool = False) -> tuple[ir.Element, Shape]:
         """One element valid on shape `s`. `where`: "net", "template" or "shared"."""
-        kinds = ["op"] * 8
-        if not preserve:
-            if self.t.templates:
-                kinds += ["template"] * 2
-            if depth < 2:
-                kinds += ["new_template"]
-            usable = [n for n, (_, ins) in self.t.shared.items() if ins == s]
-            if usable:
-                kinds += ["shared"] * 5
-            if where == "net":
-                kinds += ["new_shared"]
-            refs = self.ref_candidates(s)
-            if refs:
-                kinds += ["ref"] * 3 if where == "net" else ["ref"]
-            if self.ref_candidates(s, copy=True):
-                kinds += ["copy"] * 2
-            if self.range_candidates(s):
-                kinds += ["range"] * 2
-        if self.first_element and where == "net" and not preserve:
-            # A network's first element: often a module or binding that other networks use too.
-            self.first_element = False
-            linked = sorted(set(kinds) & {"shared", "new_shared", "ref", "copy", "range"})
-            if linked and self.chance(0.6):
-                kinds = ["shared"] if "shared" in linked and self.chance(0.5) else linked
-        kind = self.pick(kinds)
+        kind = self.pick(self._element_kinds(s, where, depth, preserve))
         if kind in ("ref", "copy", "range"):
             self.linked = True
-        target = None
-        if kind == "template":
-            target = self.use_template(s)
-        elif kind == "new_template":
-            target = self.new_template(s, depth)
-        elif kind == "shared":
-            usable = [n for n, (_, ins) in self.t.shared.items() if ins == s]
-            name = self.pick(usable)
-            target = ir.Ref(parts=(name,))
-        elif kind == "new_shared":
-            target = self.new_shared(s, depth)
-        elif kind in ("ref", "copy"):
-            net, b = self.pick(self.ref_candidates(s, copy=kind == "copy"))
-            target = ir.Ref(parts=(net, b))
-            if kind == "copy":
-                target = ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),))
-        elif kind == "range":
-            net, a, b = self.pick(self.range_candidates(s))
-            target = ir.Range(start=ir.Ref(parts=(net, a)), end=b)
-            if self.chance(0.5):
-                target = ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),))
-        if target is None:
-            target = self.draw_op(s, preserve)
+        target = self._target(kind, s, depth) or self.draw_op(s, preserve)
         modifier = self.pick(_ELEMENT_MODIFIERS)
         if modifier == "trainable" and isinstance(target, ir.Ref) and len(target.parts) == 1 \
                 and target.parts[0] in self.t.shared and self.t.shared[target.parts[0]][0].frozen:
@@ -155,6 +109,45 @@ class Parts:
             el = ir.Element(target=self.op("relu"), modifier=el.modifier)
             out = s
         return el, out
+
+    def _element_kinds(self, s: Shape, where: str, depth: int, preserve: bool) -> list[str]:
+        """The kinds of element possible here, repeated by how often to draw them."""
+        kinds = ["op"] * 8
+        if not preserve:
+            kinds += ["template"] * 2 * bool(self.t.templates) + ["new_template"] * (depth < 2)
+            kinds += ["shared"] * 5 * any(ins == s for _, ins in self.t.shared.values())
+            kinds += ["new_shared"] * (where == "net")
+            if self.ref_candidates(s):
+                kinds += ["ref"] * 3 if where == "net" else ["ref"]
+            kinds += ["copy"] * 2 * bool(self.ref_candidates(s, copy=True))
+            kinds += ["range"] * 2 * bool(self.range_candidates(s))
+        if self.first_element and where == "net" and not preserve:
+            # A network's first element: often a module or binding that other networks use too.
+            self.first_element = False
+            linked = sorted(set(kinds) & {"shared", "new_shared", "ref", "copy", "range"})
+            if linked and self.chance(0.6):
+                kinds = ["shared"] if "shared" in linked and self.chance(0.5) else linked
+        return kinds
+
+    def _target(self, kind: str, s: Shape, depth: int):
+        """The target of an element of `kind` on shape `s` (None: draw an op instead)."""
+        if kind == "template":
+            return self.use_template(s)
+        if kind == "new_template":
+            return self.new_template(s, depth)
+        if kind == "shared":
+            return ir.Ref(parts=(self.pick([n for n, (_, ins) in self.t.shared.items() if ins == s]),))
+        if kind == "new_shared":
+            return self.new_shared(s, depth)
+        if kind in ("ref", "copy"):
+            net, b = self.pick(self.ref_candidates(s, copy=kind == "copy"))
+            target = ir.Ref(parts=(net, b))
+            return ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),)) if kind == "copy" else target
+        if kind == "range":
+            net, a, b = self.pick(self.range_candidates(s))
+            target = ir.Range(start=ir.Ref(parts=(net, a)), end=b)
+            return ir.Call(ref=ir.Ref(parts=("copy",)), args=(ir.Arg(value=target),)) if self.chance(0.5) else target
+        return None
 
     def elements(self, s: Shape, where: str, depth: int, lo: int, hi: int) -> tuple[list[ir.Element], Shape]:
         els = []

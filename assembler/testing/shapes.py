@@ -94,7 +94,10 @@ def bind_args(name: str, sig, positional: list, keywords: dict) -> dict:
 
 
 def op_shape(name: str, a: dict, s: Shape) -> Shape:
-    """The output shape of built-in op `name` with bound arguments `a` on input shape `s`."""
+    """The output shape of built-in op `name` with bound arguments `a` on input shape `s`.
+
+    (Longer than most functions: one flat reading of every op's rule, kept in one place so it
+    can be compared with builtin_ops.py line by line.)"""
     if name == "conv":
         c, h, w = _image(name, s)
         out, k, stride, pad, groups = (_pos(a["out"]), _pos(a["k"]), _pos(a["stride"]), _nonneg(a["pad"]),
