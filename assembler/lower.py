@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from . import ir, lower_blocks, lower_refs
 from .errors import Diagnostic, diagnostic, did_you_mean, word_span
 from .graph import CheckedNetwork, GraphNode, Module
+from .ir import make
 from .keys import ModuleKey
 from .ops import OpError, merges, ops
 from .parser import KEYWORDS
@@ -112,11 +113,9 @@ class Lowerer:
                        f"{self.limits.params:,}", span,
                        hint="make it smaller, or raise the limit (assembler check --max-params)")
         key = ModuleKey(f"{self.net.name}.{path}")
-        self.modules[key] = Module.model_construct(key=key, op=op, args=dict(args), in_shape=tuple(in_shape),
-                                                   trainable=trainable, role=role, params=params,
-                                                   init_from=extra.get("init_from"),
-                                                   imported_from=extra.get("imported_from"),
-                                                   origin=extra.get("origin"))
+        self.modules[key] = make(Module, key=key, op=op, args=dict(args), in_shape=tuple(in_shape),
+                                 trainable=trainable, role=role, params=params, init_from=extra.get("init_from"),
+                                 imported_from=extra.get("imported_from"), origin=extra.get("origin"))
         return key
 
     def trainable(self, ctx: Ctx, default: bool = True) -> bool:
@@ -148,7 +147,7 @@ class Lowerer:
                                              width=len("return"),
                                              hint="return several values with one statement: return a, b"))
         self._check_return_place(returns)
-        nodes = tuple(GraphNode.model_construct(**n) for n in self.nodes.values())
+        nodes = tuple(make(GraphNode, **n) for n in self.nodes.values())
         bindings = {k: v for k, v in env.items() if v is not None}
         return CheckedNetwork.model_construct(
             name=net.name, inputs={i.name: i.shape for i in net.inputs}, outputs=outputs, nodes=nodes,

@@ -21,7 +21,7 @@ from . import signature
 from .ops import builtin_names, ops
 from .parser import KEYWORDS
 from .scope import Fail, Imported, Limits, Scope, name_problem
-from .visit import element_names, references, walk
+from .visit import uses, walk
 from .weightings import WEIGHTINGS
 
 
@@ -37,6 +37,7 @@ class State:
     imports: dict[str, Imported] = field(default_factory=dict)
     failed: frozenset[str] = frozenset()  # imports and networks whose errors stop references to them
     order: tuple[str, ...] = ()  # networks in dependency order
+    used: frozenset[str] = frozenset()  # templates and shared modules some network uses
     expanded: dict[str, ir.Network] = field(default_factory=dict)  # networks with `skips` expanded
     networks: dict[str, CheckedNetwork] = field(default_factory=dict)
     modules: dict[str, Module] = field(default_factory=dict)
@@ -116,17 +117,10 @@ def unused_definitions(st: State) -> State:
     an input shape); their element names are still checked, so a typo does not wait."""
     spec = st.spec
     defs = {**spec.blocks, **spec.shared}
-    used: set[str] = set()
-    todo = list(spec.networks.values())
-    while todo:
-        for name in element_names(todo.pop()):
-            if name in defs and name not in used:
-                used.add(name)
-                todo.append(defs[name])
     known = set(spec.blocks) | set(spec.shared) | set(ops()) | {"copy"}
     diags = []
     for name, item in defs.items():
-        if name in used:
+        if name in st.used:
             continue
         params = {p.name for p in item.params} if isinstance(item, ir.Block) else set()
         for el in (n for n in walk(item) if isinstance(n, ir.Element)):
@@ -142,37 +136,48 @@ def unused_definitions(st: State) -> State:
 
 
 def order_networks(st: State) -> State:
-    """Same-file references (also through templates and shared modules) -> dependency order."""
+    """Same-file references (also through templates and shared modules) -> dependency order;
+    also which templates and shared modules the networks use."""
     nets = st.spec.networks
     defs = {**st.spec.blocks, **st.spec.shared}
+    memo: dict[str, tuple[set[str], set[str]]] = {}
     g = nx.DiGraph()
     g.add_nodes_from(nets)
+    used: set[str] = set()
     for name, net in nets.items():
-        for head in _network_deps(net, defs):
+        heads, reached = _network_deps(net, defs, memo)
+        used |= reached
+        for head in heads:
             if head in nets and head != name:
                 g.add_edge(head, name)
     position = {n: i for i, n in enumerate(nets)}
     try:
-        return replace(st, order=tuple(nx.lexicographical_topological_sort(g, key=position.__getitem__)))
+        order = tuple(nx.lexicographical_topological_sort(g, key=position.__getitem__))
+        return replace(st, order=order, used=frozenset(used))
     except nx.NetworkXUnfeasible:
         cycle = [a for a, _ in nx.find_cycle(g)]
         diag = diagnostic(f"networks refer to each other in a cycle: {' -> '.join(cycle + cycle[:1])}",
                           nets[cycle[0]].span, width=len("network"))
-        return st.report([diag], order=tuple(n for n in nets if n not in cycle))
+        return st.report([diag], order=tuple(n for n in nets if n not in cycle), used=frozenset(used))
 
 
-def _network_deps(net: ir.Network, defs: dict) -> set[str]:
-    """Heads of the dotted references a network makes, also through the templates and shared
-    modules it uses (transitively)."""
-    heads, seen, todo = set(), set(), [net]
+def _network_deps(net: ir.Network, defs: dict, memo: dict) -> tuple[set[str], set[str]]:
+    """The heads of the dotted references a network makes, also through the templates and
+    shared modules it uses (transitively), and those definitions. `memo` keeps each
+    definition's own uses, so that a template used by many networks is walked once."""
+    names, heads = uses(net)
+    heads, seen, todo = set(heads), set(), list(names)
     while todo:
-        item = todo.pop()
-        heads |= {ref.parts[0] for ref in references(item)}
-        for used in element_names(item):
-            if used in defs and used not in seen:
-                seen.add(used)
-                todo.append(defs[used])
-    return heads
+        name = todo.pop()
+        if name not in defs or name in seen:
+            continue
+        seen.add(name)
+        if name not in memo:
+            memo[name] = uses(defs[name])
+        inner_names, inner_heads = memo[name]
+        heads |= inner_heads
+        todo.extend(inner_names)
+    return heads, seen
 
 
 def lower_networks(st: State) -> State:

@@ -5,8 +5,8 @@ new one (passes.py):
 
   load_imports        `use` statements -> checked imported specs (cycles detected)
   check_names         top-level names: duplicates, keywords, built-ins, reserved names
+  order_networks      same-file references -> dependency order (and the definitions used)
   unused_definitions  element names of templates and shared modules no network uses
-  order_networks      same-file references -> dependency order
   lower_networks      `skips` expanded (skips.py), then bindings -> op graphs (lower.py)
   check_limits        the parameters of all modules together within the limit
   check_matches       `match` edges: weightings, endpoints and shapes
@@ -155,5 +155,5 @@ def check_imported(spec: ir.Spec, stack: tuple[str, ...]) -> Checked:
     return _checked(_run(spec, stack, Limits(), PASSES))
 
 
-PASSES = (load_imports, check_names, unused_definitions, order_networks, lower_networks, check_limits, check_matches,
+PASSES = (load_imports, check_names, order_networks, unused_definitions, lower_networks, check_limits, check_matches,
           check_trains)

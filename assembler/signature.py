@@ -130,7 +130,8 @@ def show(v) -> str:
     if isinstance(v, str):
         return f'"{v}"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(show(x) for x in v) + "]"
+        text = "[" + ", ".join(show(x) for x in v[:20]) + (", ...]" if len(v) > 20 else "]")
+        return text if len(text) <= 80 else text[:76] + " ...]"
     if isinstance(v, int) and abs(v) > 10**12:
         return f"{v:.3e}" if abs(v) < 10**300 else "a number of " + str(len(str(abs(v)))) + " digits"
     return repr(v)

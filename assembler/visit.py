@@ -8,50 +8,64 @@ chain's source and the paths of a merge), which is what rewiring an edge is abou
 
 from __future__ import annotations
 
+import functools
+import typing
 from typing import Callable, Iterator
 
 from . import ir
 from .ops import merges
 
-Children = Callable[[ir.Node], Iterator[tuple[str, object]]]
+Children = Callable[[ir.Node], list[tuple[str, object]]]
 
 
-def fields(node: ir.Node) -> Iterator[tuple[str, object]]:
-    """Every field of `node` that holds IR nodes (a node or a tuple of them)."""
-    for name in type(node).model_fields:
+def _holds_nodes(annotation) -> bool:
+    """Whether a field's type can hold IR nodes."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, ir.Node)
+    return any(_holds_nodes(a) for a in typing.get_args(annotation))
+
+
+@functools.lru_cache(maxsize=None)
+def _child_fields(cls) -> tuple[str, ...]:
+    """The fields of an IR class that can hold nodes, in declaration order."""
+    return tuple(name for name, f in cls.model_fields.items() if name != "span" and _holds_nodes(f.annotation))
+
+
+def fields(node: ir.Node) -> list[tuple[str, object]]:
+    """Every field of `node` that holds IR nodes (a node or a tuple of them), with its name."""
+    out = []
+    for name in _child_fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, ir.Node) or isinstance(value, tuple) and value and isinstance(value[0], (ir.Node, tuple)):
-            yield name, value
+        if value is not None and value != ():
+            out.append((name, value))
+    return out
 
 
-def sources(node: ir.Node) -> Iterator[tuple[str, object]]:
+def sources(node: ir.Node) -> list[tuple[str, object]]:
     """The fields where values flow in: a chain's source, a merge's positional paths."""
     if isinstance(node, ir.Chain):
-        if node.source is not None:
-            yield "source", node.source
-    elif isinstance(node, ir.Call) and len(node.ref.parts) == 1 and node.ref.parts[0] in merges():
-        yield "args", node.args
-    elif isinstance(node, ir.Arg) and node.name is None:
-        yield "value", node.value
-
-
-def _nodes(value) -> Iterator[ir.Node]:
-    if isinstance(value, ir.Node):
-        yield value
-    elif isinstance(value, tuple):
-        for v in value:
-            yield from _nodes(v)
+        return [("source", node.source)] if node.source is not None else []
+    if isinstance(node, ir.Call) and len(node.ref.parts) == 1 and node.ref.parts[0] in merges():
+        return [("args", node.args)]
+    if isinstance(node, ir.Arg) and node.name is None:
+        return [("value", node.value)]
+    return []
 
 
 def walk(node, children: Children = fields) -> Iterator[ir.Node]:
     """`node` and every node inside it that `children` leads to, parents before children, in
     field order (source order for parsed specs). Iterative: deep nesting costs no stack."""
-    stack = list(_nodes(node))[::-1]
+    stack = [node]
+    pop, push = stack.pop, stack.extend
     while stack:
-        n = stack.pop()
-        yield n
-        inner = [c for _, value in children(n) for c in _nodes(value)]
-        stack.extend(reversed(inner))
+        n = pop()
+        if type(n) is tuple:
+            push(reversed(n))
+        elif isinstance(n, ir.Node):
+            yield n
+            kids = children(n)
+            if kids:
+                push(reversed([value for _, value in kids]))
 
 
 def rewrite(node, fn: Callable[[ir.Node], ir.Node], children: Children = fields):
@@ -102,6 +116,21 @@ def rename_reads(expr, old: str, new):
             return ir.Ref(parts=(new,), span=n.span) if isinstance(new, str) else new
         return n
     return rewrite(expr, swap, sources)
+
+
+def uses(item) -> tuple[set[str], set[str]]:
+    """(element names, reference heads) of a network, template or shared module in one walk:
+    the single names used as elements (ops, templates, shared modules) and the first parts of
+    its dotted references (the networks and imports it reads from)."""
+    names, heads = set(), set()
+    for n in walk(item):
+        if isinstance(n, ir.Element):
+            ref = n.target.ref if isinstance(n.target, ir.Call) else n.target
+            if isinstance(ref, ir.Ref) and len(ref.parts) == 1:
+                names.add(ref.parts[0])
+        elif isinstance(n, ir.Ref) and len(n.parts) > 1:
+            heads.add(n.parts[0])
+    return names, heads
 
 
 def element_names(item) -> set[str]:

@@ -1,0 +1,540 @@
+"""The fast path of the parser: a hand-written lexer and recursive-descent parser for valid
+specs, some ten times faster than building Lark's parse tree.
+
+It is an optimisation only. The grammar (`grammar/net.lark`) stays the definition of the
+language and Lark the source of every syntax error: whenever this parser meets anything it
+does not expect (an error, or a construct it leaves to Lark) it raises `Fallback` and
+`parser.parse` parses the text again with Lark. It builds the same IR, spans included (the
+spans Lark's position propagation gives), as a differential test checks over every spec
+file, the golden cases and generated specs.
+
+Lark's contextual lexer reads a keyword as a name where the keyword cannot stand, so words
+are names except at the few places where the grammar lets a keyword begin something: the
+start of a statement, of a value (`in`, `true`, `false`) and of an element (`frozen`,
+`trainable`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from . import ir
+from .ir import make
+
+_LEXER = re.compile(r"""
+  (?P<ARROW>(?:[ \t\f\r]|\n|\#[^\r\n]*+)*+->)
+| (?P<WS>[ \t\f\r]+)
+| (?P<NL>\n)
+| (?P<COMMENT>\#[^\n]*)
+| (?P<STRING>"(?:[^"\\\r\n]|\\.)*")
+| (?P<NUMBER>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+| (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
+| (?P<PUNCT>\.\.|[()\[\]{}=,:.*])
+| (?P<BAD>[\s\S])
+""", re.X)
+_INT = re.compile(r"[+-]?\d+")
+_COMMENT_IN_ARROW = re.compile(r"#[^\r\n]*")
+KEYWORDS = frozenset(
+    "use as block shared frozen trainable adapter network match train skips return in true false".split()
+)
+_TOP = frozenset("use block shared frozen network match train".split())
+_VALUE_WORDS = frozenset(("in", "true", "false"))
+_MODIFIERS = frozenset(("frozen", "trainable", "adapter"))
+_ELEMENT_MODIFIERS = frozenset(("frozen", "trainable"))
+MAX_DIGITS = 4000  # longer numbers are an error (Python reads at most 4300 digits)
+MAX_NESTING = 128  # lists and calls nested deeper are an error (deeper would exhaust Python's stack)
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
+_SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def unquote(s: str) -> str:
+    r"""A string literal's value: backslash escapes \\ \" \n \r \t \0 \xNN \uNNNN; a backslash
+    before any other character is kept."""
+    def one(m):
+        e = m.group(1)
+        if e[0] in "xu" and len(e) > 1:
+            return chr(int(e[1:], 16))
+        return _SIMPLE.get(e, e if e in '\\"' else "\\" + e)
+    return _ESCAPE.sub(one, s[1:-1]) if "\\" in s else s[1:-1]
+
+
+class Fallback(Exception):
+    """The text needs the full parser: it has an error, or something the fast path leaves to it."""
+
+
+# A token: (kind, value, line, column, end_line, end_column); kind is NAME, NUMBER, STRING,
+# ARROW, NL, EOF or the punctuation itself.
+
+
+def tokens(text: str, comments: list) -> list[tuple]:
+    """The token stream the parser sees: newlines inside brackets, at the start and after a
+    newline dropped (the post-lexer of the full parser); comments go to `comments`."""
+    out: list[tuple] = []
+    append = out.append
+    line, line_start, last_nl = 1, 0, True
+    nesting: list[bool] = []  # per open bracket: whether it is a list or a call (a level of nesting)
+    level = 0
+    for m in _LEXER.finditer(text):
+        kind = m.lastgroup
+        start, end = m.span()
+        if kind == "WS":
+            continue
+        if kind == "NAME" or kind == "NUMBER" or kind == "STRING":
+            append((kind, m.group(), line, start - line_start + 1, line, end - line_start + 1))
+            last_nl = False
+        elif kind == "PUNCT":
+            value = m.group()
+            if value == "(" or value == "[":
+                deeper = value == "[" or bool(out) and out[-1][0] == "NAME"
+                nesting.append(deeper)
+                level += deeper
+                if level > MAX_NESTING:
+                    raise Fallback  # the full parser reports where
+            elif (value == ")" or value == "]") and nesting:
+                level -= nesting.pop()
+            append((value, value, line, start - line_start + 1, line, end - line_start + 1))
+            last_nl = False
+        elif kind == "NL":
+            if not nesting and not last_nl:
+                append(("NL", "\n", line, start - line_start + 1, line + 1, 1))
+                last_nl = True
+            line, line_start = line + 1, end
+        elif kind == "ARROW":
+            value = m.group()
+            col = start - line_start + 1
+            if "#" in value or "\n" in value:
+                line, line_start = _arrow_comments(value, line, col, start, line_start, comments)
+            append(("ARROW", "->", line, end - 2 - line_start + 1, line, end - line_start + 1))
+            last_nl = False
+        elif kind == "COMMENT":
+            comments.append(make(ir.Comment, line=line, column=start - line_start + 1, text=m.group().rstrip()))
+        else:
+            raise Fallback
+    append(("EOF", "", line, len(text) - line_start + 1, line, len(text) - line_start + 1))
+    return out
+
+
+def _arrow_comments(value: str, line: int, col: int, start: int, line_start: int, comments: list) -> tuple[int, int]:
+    """Comments inside a continued arrow (`a  # why` newline `-> b`); the line counters after it."""
+    offset = 0
+    for piece in re.split(r"(\r?\n)", value):
+        if piece.endswith("\n"):
+            line, col = line + 1, 1
+            offset += len(piece)
+            line_start = start + offset
+            continue
+        c = _COMMENT_IN_ARROW.search(piece)
+        if c:
+            comments.append(make(ir.Comment, line=line, column=col + c.start(), text=c.group().rstrip()))
+        col += len(piece)
+        offset += len(piece)
+    return line, line_start
+
+
+def parse(text: str, filename: str) -> tuple[ir.Spec, list]:
+    """The spec (without comments and text) and its comments; raises `Fallback`."""
+    comments: list = []
+    p = _Parser(tokens(text, comments), filename)
+    try:
+        spec = p.spec()
+    except (IndexError, RecursionError):
+        raise Fallback from None
+    return spec, comments
+
+
+class _Parser:
+    """Recursive descent over the token list. Each value parser returns (node, start, end):
+    the IR node (with its own span) and the extent the full parser's position propagation
+    gives its container (parentheses around a value belong to the container)."""
+
+    def __init__(self, toks: list[tuple], filename: str):
+        self.toks = toks
+        self.i = 0
+        self.file = filename
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def span(self, start: tuple, end: tuple) -> ir.Span:
+        return make(ir.Span, file=self.file, line=start[0], column=start[1], end_line=end[0], end_column=end[1])
+
+    def take(self, kind: str) -> tuple:
+        tok = self.toks[self.i]
+        if tok[0] != kind:
+            raise Fallback
+        self.i += 1
+        return tok
+
+    def word(self, value: str | None = None) -> tuple:
+        tok = self.toks[self.i]
+        if tok[0] != "NAME" or value is not None and tok[1] != value:
+            raise Fallback
+        self.i += 1
+        return tok
+
+    def peek(self, k: int = 0) -> tuple:
+        return self.toks[self.i + k]
+
+    # -- top level -------------------------------------------------------------------------------
+
+    def spec(self) -> ir.Spec:
+        items, first, last = [], None, None
+        while self.peek()[0] != "EOF":
+            item, start, end = self.top()
+            items.append(item)
+            first = first or start
+            last = end
+            if self.peek()[0] == "NL":
+                nl = self.take("NL")
+                last = (nl[4], nl[5])
+            elif self.peek()[0] != "EOF":
+                raise Fallback
+        span = self.span(first, last) if first else None
+        return make(ir.Spec, span=span, items=tuple(items), filename=self.file, comments=(), text=None)
+
+    def top(self):
+        tok = self.peek()
+        if tok[0] != "NAME" or tok[1] not in _TOP:
+            raise Fallback
+        return getattr(self, "top_" + tok[1])()
+
+    def top_use(self):
+        kw = self.word("use")
+        path = self.take("STRING")
+        self.word("as")
+        alias = self.word()
+        start, end = kw[2:4], alias[4:6]
+        return make(ir.Use, span=self.span(start, end), path=unquote(path[1]), alias=alias[1]), start, end
+
+    def top_block(self):
+        kw = self.word("block")
+        name = self.word()[1]
+        params = self.params() if self.peek()[0] == "(" else None
+        if self.peek()[0] == "=":
+            self.i += 1
+            pipe, _, end = self.pipe()
+            body = None
+        else:
+            self.take("{")
+            body = self.body()
+            close = self.take("}")
+            pipe, end = None, close[4:6]
+        start = kw[2:4]
+        return make(ir.Block, span=self.span(start, end), name=name, params=params or (), pipe=pipe, body=body,
+                    has_parens=params is not None), start, end
+
+    def params(self) -> tuple:
+        self.take("(")
+        out = []
+        if self.peek()[0] != ")":
+            out.append(self.param())
+            while self.peek()[0] == ",":
+                self.i += 1
+                out.append(self.param())
+        self.take(")")
+        return tuple(out)
+
+    def param(self) -> ir.Param:
+        name = self.word()
+        default, end = None, name[4:6]
+        if self.peek()[0] == "=":
+            self.i += 1
+            default, _, end = self.chain()
+        return make(ir.Param, span=self.span(name[2:4], end), name=name[1], default=default)
+
+    def top_frozen(self):
+        start = self.word("frozen")[2:4]
+        return self.top_shared(start)
+
+    def top_shared(self, start: tuple | None = None):
+        kw = self.word("shared")
+        name = self.word()[1]
+        self.take("=")
+        pipe, _, end = self.pipe()
+        frozen, start = start is not None, start or kw[2:4]
+        return make(ir.Shared, span=self.span(start, end), name=name, pipe=pipe, frozen=frozen), start, end
+
+    def top_network(self):
+        kw = self.word("network")
+        name = self.word()[1]
+        self.take("(")
+        inputs = []
+        if self.peek()[0] != ")":
+            inputs.append(self.input())
+            while self.peek()[0] == ",":
+                self.i += 1
+                inputs.append(self.input())
+        self.take(")")
+        self.take("{")
+        body = self.body()
+        close = self.take("}")
+        start, end = kw[2:4], close[4:6]
+        return make(ir.Network, span=self.span(start, end), name=name, inputs=tuple(inputs), body=body), start, end
+
+    def input(self) -> ir.Input:
+        name = self.word()
+        self.take(":")
+        shape, _, end = self.list()
+        dims = tuple(x.value for x in shape.items if isinstance(x, ir.Number))
+        if not dims or len(dims) != len(shape.items) or not all(type(d) is int and d > 0 for d in dims):
+            raise Fallback  # the full parser reports the bad shape
+        return make(ir.Input, span=self.span(name[2:4], end), name=name[1], shape=dims)
+
+    def top_match(self):
+        kw = self.word("match")
+        if self.peek()[0] == "[":
+            left, right = self.match_list(), None
+            self.take("*")
+            right = self.match_list()
+            pairs, product = (), (left, right)
+        else:
+            pairs, product = [self.pair()], None
+            while self.peek()[0] == ",":
+                self.i += 1
+                pairs.append(self.pair())
+            pairs = tuple(pairs)
+        self.take(":")
+        weighting, end = self.weighting()
+        start = kw[2:4]
+        return make(ir.Match, span=self.span(start, end), pairs=pairs, product=product,
+                    weighting=weighting), start, end
+
+    def match_list(self) -> tuple:
+        lst, _, _ = self.list()
+        if not lst.items or not all(isinstance(x, ir.Ref) for x in lst.items):
+            raise Fallback  # the full parser reports what a match list must hold
+        return lst.items
+
+    def pair(self) -> ir.Pair:
+        source, s0, _ = self.ref()
+        self.take("ARROW")
+        target, _, e1 = self.ref()
+        return make(ir.Pair, span=self.span(s0, e1), source=source, target=target)
+
+    def weighting(self):
+        ref, start, end = self.ref()
+        if self.peek()[0] != "(":
+            return ref, end
+        args, end = self.call_args()
+        return make(ir.Call, span=self.span(start, end), ref=ref, args=args), end
+
+    def top_train(self):
+        kw = self.word("train")
+        names = [self.word()[1]]
+        while self.peek()[0] == ",":
+            self.i += 1
+            names.append(self.word()[1])
+        self.take("{")
+        settings = []
+        self.skip_nl()
+        while self.peek()[0] != "}":
+            key = self.word()
+            self.take("=")
+            value, _, end = self.chain()
+            settings.append(make(ir.Setting, span=self.span(key[2:4], end), key=key[1], value=value))
+            self.end_statement()
+        close = self.take("}")
+        start, end = kw[2:4], close[4:6]
+        return make(ir.Train, span=self.span(start, end), networks=tuple(names),
+                    settings=tuple(settings)), start, end
+
+    # -- bodies ----------------------------------------------------------------------------------
+
+    def skip_nl(self) -> None:
+        if self.peek()[0] == "NL":
+            self.i += 1
+
+    def end_statement(self) -> None:
+        kind = self.peek()[0]
+        if kind == "NL":
+            self.i += 1
+        elif kind != "}":
+            raise Fallback
+
+    def body(self) -> tuple:
+        out = []
+        self.skip_nl()
+        while self.peek()[0] != "}":
+            out.append(self.statement())
+            self.end_statement()
+        return tuple(out)
+
+    def statement(self):
+        tok = self.peek()
+        if tok[0] != "NAME":
+            raise Fallback
+        word = tok[1]
+        if word == "skips":
+            return self.skips()
+        if word == "return":
+            kw = self.word()
+            names = [self.word()]
+            while self.peek()[0] == ",":
+                self.i += 1
+                names.append(self.word())
+            return make(ir.Return, span=self.span(kw[2:4], names[-1][4:6]), names=tuple(n[1] for n in names))
+        modifier = None
+        if word in _MODIFIERS:
+            modifier = self.word()
+        name = self.word()
+        self.take("=")
+        value, start, end = self.chain()
+        chain = value if isinstance(value, ir.Chain) else make(ir.Chain, span=value.span, source=value, elements=())
+        first = modifier or name
+        return make(ir.Binding, span=self.span(first[2:4], end), name=name[1], chain=chain,
+                    modifier=modifier[1] if modifier else None)
+
+    def skips(self) -> ir.Skips:
+        kw = self.word("skips")
+        names = [self.word()]
+        while self.peek()[0] == ",":
+            self.i += 1
+            names.append(self.word())
+        end = names[-1][4:6]
+        args = ()
+        if self.peek()[0] == "(":
+            args, end = self.call_args()
+        return make(ir.Skips, span=self.span(kw[2:4], end), nodes=tuple(n[1] for n in names), args=args)
+
+    # -- chains and values ----------------------------------------------------------------------
+
+    def chain(self):
+        """A value: an atom, then elements after arrows (`?chain` of the grammar)."""
+        atom, start, end = self.atom()
+        if self.peek()[0] != "ARROW":
+            return atom, start, end
+        elements = []
+        while self.peek()[0] == "ARROW":
+            self.i += 1
+            el, _, end = self.element()
+            elements.append(el)
+        span = self.span(start, end)
+        if isinstance(atom, ir.Chain) and atom.source is not None:  # (a -> b) -> c
+            return make(ir.Chain, span=span, source=atom.source, elements=atom.elements + tuple(elements)), start, end
+        return make(ir.Chain, span=span, source=atom, elements=tuple(elements)), start, end
+
+    def pipe(self):
+        first, start, end = self.element()
+        elements = [first]
+        while self.peek()[0] == "ARROW":
+            self.i += 1
+            el, _, end = self.element()
+            elements.append(el)
+        return make(ir.Chain, span=self.span(start, end), source=None, elements=tuple(elements)), start, end
+
+    def atom(self):
+        tok = self.peek()
+        kind = tok[0]
+        if kind == "NAME":
+            word = tok[1]
+            if word in _VALUE_WORDS:
+                self.i += 1
+                start, end = tok[2:4], tok[4:6]
+                span = self.span(start, end)
+                node = make(ir.In, span=span) if word == "in" else make(ir.Bool, span=span, value=word == "true")
+                return node, start, end
+            return self.target()
+        if kind == "NUMBER":
+            return self.number()
+        if kind == "STRING":
+            self.i += 1
+            start, end = tok[2:4], tok[4:6]
+            return make(ir.String, span=self.span(start, end), value=unquote(tok[1])), start, end
+        if kind == "[":
+            return self.list()
+        if kind == "(":
+            open_ = self.take("(")
+            inner, _, _ = self.chain()
+            close = self.take(")")
+            return inner, open_[2:4], close[4:6]
+        raise Fallback
+
+    def number(self):
+        tok = self.take("NUMBER")
+        text = tok[1]
+        if len(text) > MAX_DIGITS:
+            raise Fallback
+        value = int(text) if _INT.fullmatch(text) else float(text)
+        start, end = tok[2:4], tok[4:6]
+        return make(ir.Number, span=self.span(start, end), value=value, text=text), start, end
+
+    def list(self):
+        open_ = self.take("[")
+        items = []
+        if self.peek()[0] != "]":
+            items.append(self.chain()[0])
+            while self.peek()[0] == ",":
+                self.i += 1
+                items.append(self.chain()[0])
+        close = self.take("]")
+        start, end = open_[2:4], close[4:6]
+        return make(ir.ListValue, span=self.span(start, end), items=tuple(items)), start, end
+
+    def ref(self):
+        first = self.word()
+        parts, last = [first[1]], first
+        while self.peek()[0] == ".":
+            self.i += 1
+            last = self.word()
+            parts.append(last[1])
+        start, end = first[2:4], last[4:6]
+        return make(ir.Ref, span=self.span(start, end), parts=tuple(parts)), start, end
+
+    def target(self):
+        """A reference, a range `a.b..c` or a call `f(...)`."""
+        ref, start, end = self.ref()
+        kind = self.peek()[0]
+        if kind == "..":
+            self.i += 1
+            name = self.word()
+            end = name[4:6]
+            return make(ir.Range, span=self.span(start, end), start=ref, end=name[1]), start, end
+        if kind == "(":
+            args, end = self.call_args()
+            return make(ir.Call, span=self.span(start, end), ref=ref, args=args), start, end
+        return ref, start, end
+
+    def element(self):
+        tok = self.peek()
+        if tok[0] != "NAME":
+            raise Fallback
+        modifier = None
+        if tok[1] in _ELEMENT_MODIFIERS:
+            modifier = tok
+            self.i += 1
+        target, start, end = self.target()
+        if modifier is None:
+            return make(ir.Element, span=target.span, target=target, modifier=None), start, end
+        start = modifier[2:4]
+        return make(ir.Element, span=self.span(start, end), target=target, modifier=modifier[1]), start, end
+
+    def call_args(self):
+        self.take("(")
+        args = []
+        if self.peek()[0] != ")":
+            args.append(self.arg())
+            while self.peek()[0] == ",":
+                self.i += 1
+                args.append(self.arg())
+        close = self.take(")")
+        return tuple(args), close[4:6]
+
+    def arg(self) -> ir.Arg:
+        tok = self.peek()
+        if tok[0] == "NAME" and self.peek(1)[0] == "=" and tok[1] not in _VALUE_WORDS:
+            self.i += 2
+            value, _, end = self.chain()
+            return make(ir.Arg, span=self.span(tok[2:4], end), name=tok[1], value=value)
+        value, start, end = self.chain()
+        span = value.span if (start, end) == _extent(value) else self.span(start, end)
+        return make(ir.Arg, span=span, name=None, value=value)
+
+
+def _extent(node) -> tuple:
+    s = node.span
+    return (s.line, s.column), (s.end_line, s.end_column)
+
+
+assert sys.version_info >= (3, 11)  # possessive quantifiers in the lexer
