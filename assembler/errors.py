@@ -165,7 +165,32 @@ def find_word(line: str, word: str, start: int = 0) -> int:
     return -1
 
 
+#: How many candidate names `did_you_mean` may compare in one check (see `suggestion_budget`).
+SUGGESTION_BUDGET = 2_000_000
+_budget = [SUGGESTION_BUDGET]
+
+
+def suggestion_budget(total: int = SUGGESTION_BUDGET) -> None:
+    """Reset the comparisons `did_you_mean` may still make. Each hint compares the name with
+    every candidate, so a spec with thousands of mistakes among thousands of names would
+    take quadratic time; `check` resets the budget, and once it is spent hints are left out
+    (the errors themselves are all reported)."""
+    _budget[0] = total
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None."""
-    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
+    choices = set(choices)
+    if len(choices) > _budget[0]:
+        return None
+    _budget[0] -= len(choices)
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def listing(names: Iterable[str], limit: int = 12) -> str:
+    """Names for a message, comma-separated, the first `limit` of many and how many in all."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names):,} in all)"

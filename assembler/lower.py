@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import ir, lower_blocks, lower_refs
-from .errors import Diagnostic, diagnostic, did_you_mean, word_span
+from .errors import Diagnostic, diagnostic, did_you_mean, listing, word_span
 from .graph import CheckedNetwork, GraphNode, Module
 from .ir import make
 from .keys import ModuleKey
@@ -226,7 +226,7 @@ class Lowerer:
             return diagnostic(f"'{name}' is used before its definition on line {self.later[name].line}", span,
                               hint="define bindings before the chains that read them")
         return diagnostic(f"undefined name '{name}'", span, hint=did_you_mean(name, env) or (
-            f"the inputs and bindings defined so far are: {', '.join(env)}" if env else None))
+            f"the inputs and bindings defined so far are: {listing(env)}" if env else None))
 
     # -- chains ----------------------------------------------------------------------------------
 

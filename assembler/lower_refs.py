@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import networkx as nx
-
 from . import ir
 from .errors import did_you_mean
 from .graph import CheckedNetwork, GraphNode
@@ -88,6 +86,7 @@ def _range(owner: CheckedNetwork, start: str, end: str, t: ir.Range) -> list[str
         _binding_nodes(owner, name, t)
     if start == end:
         return [start]
+    import networkx as nx  # (ranges are rare: loaded when one is used)
     g = owner.binding_graph()
     paths = list(nx.all_simple_paths(g, start, end)) if start in g and end in g else []
     if not paths:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import networkx as nx
-
 from . import ir
 from . import settings as settings_mod
 from .errors import Diagnostic, diagnostic, did_you_mean, source_lines, word_span
@@ -141,15 +139,17 @@ def order_networks(st: State) -> State:
     nets = st.spec.networks
     defs = {**st.spec.blocks, **st.spec.shared}
     memo: dict[str, tuple[set[str], set[str]]] = {}
-    g = nx.DiGraph()
-    g.add_nodes_from(nets)
-    used: set[str] = set()
+    edges, used = [], set()
     for name, net in nets.items():
         heads, reached = _network_deps(net, defs, memo)
         used |= reached
-        for head in heads:
-            if head in nets and head != name:
-                g.add_edge(head, name)
+        edges += [(head, name) for head in heads if head in nets and head != name]
+    if not edges:  # nothing to reorder (and no need to load networkx)
+        return replace(st, order=tuple(nets), used=frozenset(used))
+    import networkx as nx
+    g = nx.DiGraph()
+    g.add_nodes_from(nets)
+    g.add_edges_from(edges)
     position = {n: i for i, n in enumerate(nets)}
     try:
         order = tuple(nx.lexicographical_topological_sort(g, key=position.__getitem__))

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from . import imports, ir
-from .errors import CheckError, Diagnostic, SpecError, diagnostic
+from .errors import CheckError, Diagnostic, SpecError, diagnostic, suggestion_budget
 from .graph import Checked
 from .imports import CHECKPOINT_SPEC, Refused
 from .passes import (State, check_limits, check_matches, check_names, check_trains, lower_networks, order_networks,
@@ -65,6 +65,8 @@ def expand(spec: ir.Spec) -> ir.Spec:
 
 
 def _run(spec: ir.Spec, stack: tuple[str, ...], limits: Limits, passes) -> State:
+    if not stack:
+        suggestion_budget()  # (imports share their importer's)
     collecting = gc.isenabled()
     gc.disable()  # many small acyclic objects: the collector's passes would only cost time
     try:

@@ -52,20 +52,34 @@ def sources(node: ir.Node) -> list[tuple[str, object]]:
     return []
 
 
-def walk(node, children: Children = fields) -> Iterator[ir.Node]:
-    """`node` and every node inside it that `children` leads to, parents before children, in
-    field order (source order for parsed specs). Iterative: deep nesting costs no stack."""
+def walk(node, children: Children | None = None) -> Iterator[ir.Node]:
+    """`node` and every node inside it, parents before children, in field order (source
+    order for parsed specs); with `children` (e.g. `sources`), only the fields it names.
+    Iterative: deep nesting costs no stack."""
     stack = [node]
-    pop, push = stack.pop, stack.extend
+    pop, push, append, table = stack.pop, stack.extend, stack.append, _CHILDREN
     while stack:
         n = pop()
-        if type(n) is tuple:
+        kind = type(n)
+        if kind is tuple:
             push(reversed(n))
-        elif isinstance(n, ir.Node):
-            yield n
-            kids = children(n)
-            if kids:
-                push(reversed([value for _, value in kids]))
+            continue
+        names = table.get(kind)
+        if names is None:
+            if not isinstance(n, ir.Node):
+                continue
+            names = table[kind] = _child_fields(kind)
+        yield n
+        if children is not None:
+            push(reversed([value for _, value in children(n)]))
+            continue
+        for name in reversed(names):
+            value = getattr(n, name)
+            if value is not None:
+                append(value)
+
+
+_CHILDREN: dict[type, tuple[str, ...]] = {}
 
 
 def rewrite(node, fn: Callable[[ir.Node], ir.Node], children: Children = fields):
