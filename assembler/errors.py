@@ -38,10 +38,10 @@ class Diagnostic:
         out = [f"{where}: error: {self.message}"]
         text = self._source_line()
         if text is not None:
-            shown = text.rstrip("\r\n").expandtabs(1)
+            shown, column = _window(text.rstrip("\r\n").expandtabs(1), self.column)
             out.append("    " + shown)
-            width = max(1, min(self.width, len(shown) - self.column + 1))
-            out.append("    " + " " * (self.column - 1) + "^" * width)
+            width = max(1, min(self.width, len(shown) - column + 1))
+            out.append("    " + " " * (column - 1) + "^" * width)
         if self.hint:
             out.append(f"hint: {self.hint}")
         out.extend(f"note: {n}" for n in self.notes)
@@ -58,6 +58,20 @@ class Diagnostic:
                 return None
         lines = source_lines(source)
         return lines[self.line - 1].rstrip("\r") if 0 < self.line <= len(lines) else None
+
+
+def _window(line: str, column: int, size: int = 160) -> tuple[str, int]:
+    """A long source line cut to `size` characters around `column` ("..." where cut), and the
+    column within what is shown."""
+    if len(line) <= size:
+        return line, column
+    start = max(0, min(column - 1 - size // 3, len(line) - size))
+    shown = line[start:start + size]
+    if start:
+        shown, column = "..." + shown[3:], column - start
+    if start + size < len(line):
+        shown = shown[:-3] + "..."
+    return shown, column
 
 
 @lru_cache(maxsize=16)

@@ -92,7 +92,7 @@ class Lowerer:
         if math.prod(shape) > self.limits.activation:
             raise fail(f"this value would hold {math.prod(shape):,} numbers per sample ({list(shape)}), more than "
                        f"the limit of {self.limits.activation:,}", span,
-                       hint="make it smaller, or raise the limit (assembler check --max-activation)")
+                       hint="make it smaller, or raise the limit (--max-activation, ASSEMBLER_MAX_ACTIVATION)")
         name = self.fresh(ctx.binding)
         self.read.update(inputs)
         self.nodes[name] = dict(name=name, op=op, args=args or {}, inputs=inputs, shape=tuple(shape),
@@ -111,7 +111,7 @@ class Lowerer:
         if params > self.limits.params:
             raise fail(f"this module would have {params:,} parameters, more than the limit of "
                        f"{self.limits.params:,}", span,
-                       hint="make it smaller, or raise the limit (assembler check --max-params)")
+                       hint="make it smaller, or raise the limit (--max-params, ASSEMBLER_MAX_PARAMS)")
         key = ModuleKey(f"{self.net.name}.{path}")
         self.modules[key] = make(Module, key=key, op=op, args=dict(args), in_shape=tuple(in_shape),
                                  trainable=trainable, role=role, params=params, init_from=extra.get("init_from"),
@@ -160,6 +160,13 @@ class Lowerer:
                 self.diags.append(diagnostic(f"duplicate input '{inp.name}'", inp.span))
                 continue
             self._check_name(inp.name, inp.span, "an input")
+            if math.prod(inp.shape) > self.limits.activation:
+                self.diags.append(diagnostic(
+                    f"input '{inp.name}' would hold {math.prod(inp.shape):,} numbers per sample, more than the limit "
+                    f"of {self.limits.activation:,}", inp.span,
+                    hint="make it smaller, or raise the limit (--max-activation, ASSEMBLER_MAX_ACTIVATION)"))
+                env[inp.name] = None  # its readers fail silently
+                continue
             self.nodes[inp.name] = dict(name=inp.name, op="input", args={}, inputs=(), shape=inp.shape,
                                         binding=inp.name, module=None, trainable=False, role="input",
                                         params=0, flops=0, span=inp.span)

@@ -128,9 +128,10 @@ class Op:
         if not _is(value, a.kind):
             raise OpError(f"argument '{a.name}' of '{self.name}' must be {_kind_name(a.kind)}, got {show(value)}",
                           arg=a.name)
-        if a.kind is float and isinstance(value, int):
+        problem = signature.in_range(value)
+        if a.kind is float and isinstance(value, int) and not problem:
             value = float(value)
-        problem = signature.in_range(value) or (a.check(value) if a.check else None)
+        problem = problem or (a.check(value) if a.check else None)
         if problem:
             raise OpError(f"argument '{a.name}' of '{self.name}' {problem}, got {show(value)}", arg=a.name)
         return value

@@ -223,7 +223,7 @@ def check_limits(st: State) -> State:
             return st.report([diagnostic(
                 f"the spec's modules would have more than {limit:,} parameters together (this one brings the "
                 f"total to {total:,})", span, hint="make the networks smaller, or raise the limit "
-                "(assembler check --max-params)")])
+                "(--max-params, ASSEMBLER_MAX_PARAMS)")])
     return st
 
 

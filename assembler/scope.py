@@ -8,7 +8,8 @@ declares, and the checking pipeline adds them to the next network's scope.
 from __future__ import annotations
 
 import keyword
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from . import ir
@@ -70,13 +71,26 @@ class Limits:
 
     The defaults are generous: networks far larger than anything this package trains, but
     small enough that an absurd spec (`conv(100000, 3)`) is refused before `compile` tries to
-    allocate it."""
+    allocate it. The environment variables ASSEMBLER_MAX_PARAMS and ASSEMBLER_MAX_ACTIVATION
+    change the defaults; `assembler check --max-params/--max-activation` and
+    `check(spec, Limits(...))` set them for one check."""
 
-    params: int = 2_000_000_000  # parameters of all modules together (8 GB of float32)
-    activation: int = 1_000_000_000  # elements of one value of one sample (4 GB of float32)
+    params: int = field(default_factory=lambda: _env_int("ASSEMBLER_MAX_PARAMS", 2_000_000_000))
+    # (parameters of all modules together: 8 GB of float32)
+    activation: int = field(default_factory=lambda: _env_int("ASSEMBLER_MAX_ACTIVATION", 1_000_000_000))
+    # (numbers in one value of one sample: 4 GB of float32)
 
     def with_(self, **kw) -> "Limits":
+        """These limits with some changed (None: keep)."""
         return Limits(**{**self.__dict__, **{k: v for k, v in kw.items() if v is not None}})
+
+
+def _env_int(name: str, default: int) -> int:
+    """A limit from the environment (so that `train` and `compile` can raise it too)."""
+    try:
+        return max(1, int(float(os.environ[name])))
+    except (KeyError, ValueError, OverflowError):
+        return default
 
 
 #: Names a compiled network cannot use: Python keywords (node and argument names) and the

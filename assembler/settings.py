@@ -333,6 +333,8 @@ def _bind_error(e: BindError, kind: str, name: str, names: list[str], plugin: Pl
 
 def _typed(v, p: Param, what: str, span, scope: SectionScope):
     k = p.kind
+    if k in ("int", "float", "ints") and (problem := signature.in_range(v)):
+        raise _Bad(f"{what} {problem}, got {_show(v)}", span)
     if k == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
         v = float(v)
     elif k == "int" and isinstance(v, int) and not isinstance(v, bool):

@@ -56,8 +56,11 @@ def test_check_prints_a_summary_per_network(monkeypatch):
     assert "network student(x: [1, 8, 8]) -> logits: 72,706 params (12,130 trainable)" in r.stdout
     assert "    c2      [32, 4, 4]" in r.stdout
     data = json.loads(CliRunner().invoke(main, ["check", "--json", "source.net"]).stdout)
-    assert data["networks"]["cnn"]["bindings"]["c4"] == [64, 2, 2]
-    assert data["spec"]["items"][0]["name"] == "cnn"
+    assert data["ok"] and [f["file"] for f in data["files"]] == ["source.net"]
+    report = data["files"][0]
+    assert report["networks"]["cnn"]["bindings"]["c4"] == [64, 2, 2]
+    assert report["spec"]["items"][0]["name"] == "cnn"
+    assert report["networks"]["cnn"]["param_bytes"] == 4 * report["networks"]["cnn"]["params"]
 
 
 def test_formatter_layout_and_comments():
