@@ -227,12 +227,13 @@ def compile_cmd(file, network, code, output, seed):
 
 @main.command()
 @click.argument("target", type=click.Path(exists=False))
-@click.option("--network", "-n", multiple=True, help="Network(s) to draw (default: all).")
+@click.option("--network", "-n", multiple=True, help="Network(s) or import alias(es) to draw (default: all).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output file: .svg or .dot.")
 def graph(target, network, output):
     """Draw networks: frozen and trainable parts, shared and imported modules, gates and matching
-    edges; with a checkpoint, gate alphas and edge lambdas as widths."""
+    edges; with a checkpoint, gate alphas and edge lambdas as widths. By default every network
+    and the imports that matching edges reach; -n takes networks and import aliases."""
     from pathlib import Path as _P
 
     from . import checkpoint, draw, resolve
@@ -240,9 +241,10 @@ def graph(target, network, output):
     if suffix not in (".svg", ".dot"):
         raise click.BadParameter("the output must end in .svg or .dot", param_hint="'-o'")
     checked = resolve.check(resolve.read(target))
-    names = list(network) if network else list(checked.networks)
+    names = list(network) if network else draw.default_networks(checked)
     for n in names:
-        _networks(checked, n)
+        if n not in checked.imports:
+            _networks(checked, n)
     weights = None
     if checkpoint.is_checkpoint(target):
         weights = learned_weights(checkpoint.restore(target))

@@ -183,25 +183,60 @@ def _links(net: CheckedNetwork, groups: dict, paths: dict, weights: dict | None)
 
 
 def _column(checked: Checked, name: str, weights: dict | None) -> _Column:
-    """A network's boxes and links; for an import alias, stubs for the bindings edges reference."""
-    if name not in checked.networks:
-        if name not in checked.imports:
-            raise ValueError(f"no network or import named {name!r}")
-        stubs, where = {}, f"(in {os.path.basename(checked.imports[name])})"
-        for e in checked.edges:
-            for end, shape in ((e.source, e.source_shape), (e.target, e.target_shape)):
-                net, _, b = end.partition(".")
-                if net == name and b not in stubs:
-                    stubs[b] = Box(name, b, "frozen", "×".join(map(str, shape)), [where], f"imported from {name}")
-        return _Column(name, stubs, [], [[]] + [[b] for b in stubs])
-    net, groups = checked.networks[name], defaultdict(list)
+    """A network's boxes and links; for an import alias, the imported network(s) as frozen."""
+    if name in checked.networks:
+        return _network_column(checked, checked.networks[name], weights)
+    if name not in checked.imports:
+        raise ValueError(f"no network or import named {name!r}")
+    source = checked.imported.get(name)
+    if source is None:
+        return _stub_column(checked, name)
+    single = len(source.networks) == 1
+    wanted = [n for n in source.networks if single or any(_end(end)[1].startswith(n + ".")
+                                                           for e in checked.edges for end in (e.source, e.target)
+                                                           if _end(end)[0] == name)]
+    column = _Column(name, {}, [])
+    for net in (source.networks[n] for n in wanted or list(source.networks)[:1]):
+        part = _network_column(source, net, None)
+        prefix = "" if single else f"{net.name}."
+        for b in part.boxes.values():
+            b.network, b.name = name, prefix + b.name
+            b.kind = "input" if b.kind == "input" else "frozen" if b.kind != "plain" else "plain"
+            b.tag = " · ".join(t for t in (f"imported from {name}", b.tag.split(" · ")[-1] if "params" in b.tag
+                                           else "") if t)
+            column.boxes[b.name] = b
+        column.links += [Link(prefix + l.src, prefix + l.dst, l.kind, l.width, l.note, l.alpha) for l in part.links]
+    return column
+
+
+def _stub_column(checked: Checked, name: str) -> _Column:
+    """Boxes for the bindings of import `name` that matching edges reference (when the
+    imported spec itself is not at hand)."""
+    stubs, where = {}, f"(in {os.path.basename(checked.imports[name])})"
+    for e in checked.edges:
+        for end, shape in ((e.source, e.source_shape), (e.target, e.target_shape)):
+            net, b = _end(end)
+            if net == name and b not in stubs:
+                stubs[b] = Box(name, b, "frozen", "×".join(map(str, shape)), [where], f"imported from {name}")
+    return _Column(name, stubs, [], [[]] + [[b] for b in stubs])
+
+
+def _network_column(checked: Checked, net: CheckedNetwork, weights: dict | None) -> _Column:
+    groups = defaultdict(list)
     for n in net.nodes:
         groups[n.binding].append(n)
     paths: dict[str, list[GatePath]] = defaultdict(list)
     for p in gate_paths(net):
         paths[p.gate.binding].append(p)
     boxes = {b: _box(checked, net, b, nodes, paths[b]) for b, nodes in groups.items()}
-    return _Column(name, boxes, _links(net, groups, paths, weights))
+    return _Column(net.name, boxes, _links(net, groups, paths, weights))
+
+
+def default_networks(checked: Checked) -> list[str]:
+    """What a picture of a spec shows: the imports that matching edges reach (first: they are
+    the sources), then every network of the spec."""
+    aliases = dict.fromkeys(_end(end)[0] for e in checked.edges for end in (e.source, e.target))
+    return [a for a in aliases if a in checked.imports and a not in checked.networks] + list(checked.networks)
 
 
 def _end(ref: str) -> tuple[str, str]:

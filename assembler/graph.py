@@ -138,8 +138,8 @@ class Checked(BaseModel):
     trains: tuple[TrainSection, ...] = ()
     imports: dict[str, str] = {}  # alias -> resolved path
     warnings: tuple[str, ...] = ()
-    # alias -> the imported spec's checked networks (for pictures of the sources of edges)
-    imported: dict[str, dict[str, CheckedNetwork]] = Field(default_factory=dict, exclude=True, repr=False)
+    # alias -> the imported spec, checked (pictures draw the sources of matching edges with it)
+    imported: dict[str, "Checked"] = Field(default_factory=dict, exclude=True, repr=False)
 
     def params(self, network: str, trainable_only: bool = False) -> int:
         """Parameters a network uses, each module counted once."""

@@ -155,4 +155,4 @@ def target_of(spec: ir.Spec, use: ir.Use) -> tuple[Path, Path]:
 def imported(alias: str, path: str, checked) -> Imported:
     nets = checked.networks
     return Imported(alias=alias, path=path, networks=nets, modules=checked.modules,
-                    single=next(iter(nets)) if len(nets) == 1 else None)
+                    single=next(iter(nets)) if len(nets) == 1 else None, checked=checked)

@@ -23,6 +23,7 @@ from .ir import make
 from .keys import ModuleKey
 from .ops import OpError, merges, ops
 from .parser import KEYWORDS
+from .printer import format_expr
 from .scope import Fail, Imported, Limits, Scope, fail, name_problem, python_reserved
 
 __all__ = ["Fail", "Imported", "Lowered", "Scope", "fail", "lower_network", "name_problem", "python_reserved"]
@@ -238,10 +239,28 @@ class Lowerer:
     # -- chains ----------------------------------------------------------------------------------
 
     def chain(self, chain: ir.Chain, ctx: Ctx) -> str:
-        cur = self.source(chain.source, ctx)
-        for i, el in enumerate(chain.elements):
-            cur = self.element(el, cur, ctx.but(path=f"{ctx.path}.{i}"))
+        i = -1
+        try:
+            cur = self.source(chain.source, ctx)
+            for i, el in enumerate(chain.elements):
+                cur = self.element(el, cur, ctx.but(path=f"{ctx.path}.{i}"))
+        except Fail as f:  # the rest of the chain has no shapes, but its names can still be wrong
+            raise Fail(*f.diags, *self._unknown_names(chain.elements[i + 1:], ctx)) from None
         return cur
+
+    def _unknown_names(self, elements, ctx: Ctx) -> list[Diagnostic]:
+        """Unknown ops among elements that cannot be lowered (an earlier one failed)."""
+        out = []
+        for el in elements:
+            ref = el.target.ref if isinstance(el.target, ir.Call) else el.target
+            if not isinstance(ref, ir.Ref) or len(ref.parts) != 1:
+                continue
+            name = ref.parts[0]
+            known = (ops(), merges(), self.scope.blocks, self.scope.shared, self.scope.imports, self.scope.failed,
+                     self.scope.network_names, ctx.env, self.later, ctx.params, ("copy",))
+            if not any(name in k for k in known):
+                out += self._not_an_op(name, ref, el.target, ctx).diags
+        return out
 
     def source(self, src, ctx: Ctx) -> str:
         if isinstance(src, ir.Chain):
@@ -281,7 +300,9 @@ class Lowerer:
         if close:
             hint = f"{close} the merges are {merge_names}"
         elif name in ops() or name in self.scope.blocks or name in self.scope.shared:
-            hint = f"apply it to a value: x -> {name}(...)"
+            values = [a.value for a in src.args if a.name is None]
+            hint = (f"apply it to a value: {format_expr(values[0])} -> {name}" if len(src.args) == 1 and values
+                    else f"apply it to a value: x -> {name}(...)")
         else:
             hint = did_you_mean(name, list(ops()) + list(self.scope.blocks)) or f"the merges are {merge_names}"
         return fail(f"'{name}(...)' is not a merge; a chain starts with an input, a binding or "

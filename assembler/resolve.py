@@ -54,7 +54,7 @@ def _checked(st: State) -> Checked:
     return Checked.model_construct(
         filename=st.spec.filename, networks=st.networks, modules=st.modules, edges=st.edges, trains=st.trains,
         imports={a: i.path for a, i in st.imports.items()}, warnings=st.warnings,
-        imported={a: i.networks for a, i in st.imports.items()})
+        imported={a: i.checked for a, i in st.imports.items() if i.checked is not None})
 
 
 def expand(spec: ir.Spec) -> ir.Spec:

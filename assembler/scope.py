@@ -14,7 +14,7 @@ from typing import Mapping
 
 from . import ir
 from .errors import Diagnostic, diagnostic
-from .graph import CheckedNetwork, Module
+from .graph import Checked, CheckedNetwork, Module
 from .keys import ModuleKey
 from .parser import KEYWORDS
 
@@ -40,6 +40,7 @@ class Imported:
     networks: dict[str, CheckedNetwork]
     modules: dict[str, Module]
     single: str | None  # the network's name when the file holds exactly one
+    checked: "Checked | None" = None  # the imported spec, checked
 
     def key(self, key: str) -> ModuleKey:
         """The importer's key for a module key of the imported spec: the alias, then the key
