@@ -1,5 +1,5 @@
-"""The fast path of the parser: a hand-written lexer and recursive-descent parser for valid
-specs, some ten times faster than building Lark's parse tree.
+"""The fast path of the parser: a recursive-descent parser (over the tokens of lexer.py) for valid
+specs, several times faster than Lark with its parse tree.
 
 It is an optimisation only. The grammar (`grammar/net.lark`) stays the definition of the
 language and Lark the source of every syntax error: whenever this parser meets anything it
@@ -16,123 +16,12 @@ start of a statement, of a value (`in`, `true`, `false`) and of an element (`fro
 
 from __future__ import annotations
 
-import re
 import sys
 
 from . import ir
 from .ir import make
-
-_LEXER = re.compile(r"""
-  (?P<ARROW>(?:[ \t\f\r]|\n|\#[^\r\n]*+)*+->)
-| (?P<WS>[ \t\f\r]+)
-| (?P<NL>\n)
-| (?P<COMMENT>\#[^\n]*)
-| (?P<STRING>"(?:[^"\\\r\n]|\\.)*")
-| (?P<NUMBER>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
-| (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
-| (?P<PUNCT>\.\.|[()\[\]{}=,:.*])
-| (?P<BAD>[\s\S])
-""", re.X)
-_INT = re.compile(r"[+-]?\d+")
-_COMMENT_IN_ARROW = re.compile(r"#[^\r\n]*")
-KEYWORDS = frozenset(
-    "use as block shared frozen trainable adapter network match train skips return in true false".split()
-)
-_TOP = frozenset("use block shared frozen network match train".split())
-_VALUE_WORDS = frozenset(("in", "true", "false"))
-_MODIFIERS = frozenset(("frozen", "trainable", "adapter"))
-_ELEMENT_MODIFIERS = frozenset(("frozen", "trainable"))
-MAX_DIGITS = 4000  # longer numbers are an error (Python reads at most 4300 digits)
-MAX_NESTING = 128  # lists and calls nested deeper are an error (deeper would exhaust Python's stack)
-
-
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
-_SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
-
-
-def unquote(s: str) -> str:
-    r"""A string literal's value: backslash escapes \\ \" \n \r \t \0 \xNN \uNNNN; a backslash
-    before any other character is kept."""
-    def one(m):
-        e = m.group(1)
-        if e[0] in "xu" and len(e) > 1:
-            return chr(int(e[1:], 16))
-        return _SIMPLE.get(e, e if e in '\\"' else "\\" + e)
-    return _ESCAPE.sub(one, s[1:-1]) if "\\" in s else s[1:-1]
-
-
-class Fallback(Exception):
-    """The text needs the full parser: it has an error, or something the fast path leaves to it."""
-
-
-# A token: (kind, value, line, column, end_line, end_column); kind is NAME, NUMBER, STRING,
-# ARROW, NL, EOF or the punctuation itself.
-
-
-def tokens(text: str, comments: list) -> list[tuple]:
-    """The token stream the parser sees: newlines inside brackets, at the start and after a
-    newline dropped (the post-lexer of the full parser); comments go to `comments`."""
-    out: list[tuple] = []
-    append = out.append
-    line, line_start, last_nl = 1, 0, True
-    nesting: list[bool] = []  # per open bracket: whether it is a list or a call (a level of nesting)
-    level = 0
-    for m in _LEXER.finditer(text):
-        kind = m.lastgroup
-        start, end = m.span()
-        if kind == "WS":
-            continue
-        if kind == "NAME" or kind == "NUMBER" or kind == "STRING":
-            append((kind, m.group(), line, start - line_start + 1, line, end - line_start + 1))
-            last_nl = False
-        elif kind == "PUNCT":
-            value = m.group()
-            if value == "(" or value == "[":
-                deeper = value == "[" or bool(out) and out[-1][0] == "NAME"
-                nesting.append(deeper)
-                level += deeper
-                if level > MAX_NESTING:
-                    raise Fallback  # the full parser reports where
-            elif (value == ")" or value == "]") and nesting:
-                level -= nesting.pop()
-            append((value, value, line, start - line_start + 1, line, end - line_start + 1))
-            last_nl = False
-        elif kind == "NL":
-            if not nesting and not last_nl:
-                append(("NL", "\n", line, start - line_start + 1, line + 1, 1))
-                last_nl = True
-            line, line_start = line + 1, end
-        elif kind == "ARROW":
-            value = m.group()
-            col = start - line_start + 1
-            if "#" in value or "\n" in value:
-                line, line_start = _arrow_comments(value, line, col, start, line_start, comments)
-            append(("ARROW", "->", line, end - 2 - line_start + 1, line, end - line_start + 1))
-            last_nl = False
-        elif kind == "COMMENT":
-            comments.append(make(ir.Comment, line=line, column=start - line_start + 1, text=m.group().rstrip()))
-        else:
-            raise Fallback
-    append(("EOF", "", line, len(text) - line_start + 1, line, len(text) - line_start + 1))
-    return out
-
-
-def _arrow_comments(value: str, line: int, col: int, start: int, line_start: int, comments: list) -> tuple[int, int]:
-    """Comments inside a continued arrow (`a  # why` newline `-> b`); the line counters after it."""
-    offset = 0
-    for piece in re.split(r"(\r?\n)", value):
-        if piece.endswith("\n"):
-            line, col = line + 1, 1
-            offset += len(piece)
-            line_start = start + offset
-            continue
-        c = _COMMENT_IN_ARROW.search(piece)
-        if c:
-            comments.append(make(ir.Comment, line=line, column=col + c.start(), text=c.group().rstrip()))
-        col += len(piece)
-        offset += len(piece)
-    return line, line_start
-
+from .lexer import (ELEMENT_WORDS, INTEGER, MAX_DIGITS, MODIFIER_WORDS, STATEMENT_WORDS, VALUE_WORDS, Fallback, tokens,
+                    unquote)
 
 def parse(text: str, filename: str) -> tuple[ir.Spec, list]:
     """The spec (without comments and text) and its comments; raises `Fallback`."""
@@ -196,7 +85,7 @@ class _Parser:
 
     def top(self):
         tok = self.peek()
-        if tok[0] != "NAME" or tok[1] not in _TOP:
+        if tok[0] != "NAME" or tok[1] not in STATEMENT_WORDS:
             raise Fallback
         return getattr(self, "top_" + tok[1])()
 
@@ -376,7 +265,7 @@ class _Parser:
                 names.append(self.word())
             return make(ir.Return, span=self.span(kw[2:4], names[-1][4:6]), names=tuple(n[1] for n in names))
         modifier = None
-        if word in _MODIFIERS:
+        if word in MODIFIER_WORDS:
             modifier = self.word()
         name = self.word()
         self.take("=")
@@ -429,7 +318,7 @@ class _Parser:
         kind = tok[0]
         if kind == "NAME":
             word = tok[1]
-            if word in _VALUE_WORDS:
+            if word in VALUE_WORDS:
                 self.i += 1
                 start, end = tok[2:4], tok[4:6]
                 span = self.span(start, end)
@@ -456,7 +345,7 @@ class _Parser:
         text = tok[1]
         if len(text) > MAX_DIGITS:
             raise Fallback
-        value = int(text) if _INT.fullmatch(text) else float(text)
+        value = int(text) if INTEGER.fullmatch(text) else float(text)
         start, end = tok[2:4], tok[4:6]
         return make(ir.Number, span=self.span(start, end), value=value, text=text), start, end
 
@@ -501,7 +390,7 @@ class _Parser:
         if tok[0] != "NAME":
             raise Fallback
         modifier = None
-        if tok[1] in _ELEMENT_MODIFIERS:
+        if tok[1] in ELEMENT_WORDS:
             modifier = tok
             self.i += 1
         target, start, end = self.target()
@@ -523,7 +412,7 @@ class _Parser:
 
     def arg(self) -> ir.Arg:
         tok = self.peek()
-        if tok[0] == "NAME" and self.peek(1)[0] == "=" and tok[1] not in _VALUE_WORDS:
+        if tok[0] == "NAME" and self.peek(1)[0] == "=" and tok[1] not in VALUE_WORDS:
             self.i += 2
             value, _, end = self.chain()
             return make(ir.Arg, span=self.span(tok[2:4], end), name=tok[1], value=value)

@@ -9,7 +9,7 @@ from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import Diagnostic, ParseError, source_lines
-from .fastparse import KEYWORDS
+from .lexer import KEYWORDS
 
 _WORDS = {
     "_NL": "the end of the line",

@@ -17,7 +17,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from . import fastparse, ir
 from .errors import CheckError, Diagnostic, ParseError, SpecError
-from .fastparse import KEYWORDS, MAX_DIGITS, MAX_NESTING, unquote
+from .lexer import KEYWORDS, MAX_DIGITS, MAX_NESTING, unquote
 
 __all__ = ["KEYWORDS", "parse", "parse_fragment"]
 
