@@ -66,6 +66,24 @@ class _Parser:
     def peek(self, k: int = 0) -> tuple:
         return self.toks[self.i + k]
 
+    def items(self, item, close: str) -> list:
+        """`[item ("," item)*]` up to (not taking) the `close` token."""
+        out = []
+        if self.peek()[0] != close:
+            out.append(item())
+            while self.peek()[0] == ",":
+                self.i += 1
+                out.append(item())
+        return out
+
+    def names(self) -> list[tuple]:
+        """`NAME ("," NAME)*`: the name tokens."""
+        out = [self.word()]
+        while self.peek()[0] == ",":
+            self.i += 1
+            out.append(self.word())
+        return out
+
     # -- top level -------------------------------------------------------------------------------
 
     def spec(self) -> ir.Spec:
@@ -116,12 +134,7 @@ class _Parser:
 
     def params(self) -> tuple:
         self.take("(")
-        out = []
-        if self.peek()[0] != ")":
-            out.append(self.param())
-            while self.peek()[0] == ",":
-                self.i += 1
-                out.append(self.param())
+        out = self.items(self.param, ")")
         self.take(")")
         return tuple(out)
 
@@ -149,12 +162,7 @@ class _Parser:
         kw = self.word("network")
         name = self.word()[1]
         self.take("(")
-        inputs = []
-        if self.peek()[0] != ")":
-            inputs.append(self.input())
-            while self.peek()[0] == ",":
-                self.i += 1
-                inputs.append(self.input())
+        inputs = self.items(self.input, ")")
         self.take(")")
         self.take("{")
         body = self.body()
@@ -179,11 +187,10 @@ class _Parser:
             right = self.match_list()
             pairs, product = (), (left, right)
         else:
-            pairs, product = [self.pair()], None
+            pairs, product = (self.pair(),), None
             while self.peek()[0] == ",":
                 self.i += 1
-                pairs.append(self.pair())
-            pairs = tuple(pairs)
+                pairs += (self.pair(),)
         self.take(":")
         weighting, end = self.weighting()
         start = kw[2:4]
@@ -211,10 +218,7 @@ class _Parser:
 
     def top_train(self):
         kw = self.word("train")
-        names = [self.word()[1]]
-        while self.peek()[0] == ",":
-            self.i += 1
-            names.append(self.word()[1])
+        names = [n[1] for n in self.names()]
         self.take("{")
         settings = []
         self.skip_nl()
@@ -259,10 +263,7 @@ class _Parser:
             return self.skips()
         if word == "return":
             kw = self.word()
-            names = [self.word()]
-            while self.peek()[0] == ",":
-                self.i += 1
-                names.append(self.word())
+            names = self.names()
             return make(ir.Return, span=self.span(kw[2:4], names[-1][4:6]), names=tuple(n[1] for n in names))
         modifier = None
         if word in MODIFIER_WORDS:
@@ -277,10 +278,7 @@ class _Parser:
 
     def skips(self) -> ir.Skips:
         kw = self.word("skips")
-        names = [self.word()]
-        while self.peek()[0] == ",":
-            self.i += 1
-            names.append(self.word())
+        names = self.names()
         end = names[-1][4:6]
         args = ()
         if self.peek()[0] == "(":
@@ -351,12 +349,7 @@ class _Parser:
 
     def list(self):
         open_ = self.take("[")
-        items = []
-        if self.peek()[0] != "]":
-            items.append(self.chain()[0])
-            while self.peek()[0] == ",":
-                self.i += 1
-                items.append(self.chain()[0])
+        items = self.items(lambda: self.chain()[0], "]")
         close = self.take("]")
         start, end = open_[2:4], close[4:6]
         return make(ir.ListValue, span=self.span(start, end), items=tuple(items)), start, end
@@ -401,12 +394,7 @@ class _Parser:
 
     def call_args(self):
         self.take("(")
-        args = []
-        if self.peek()[0] != ")":
-            args.append(self.arg())
-            while self.peek()[0] == ",":
-                self.i += 1
-                args.append(self.arg())
+        args = self.items(self.arg, ")")
         close = self.take(")")
         return tuple(args), close[4:6]
 

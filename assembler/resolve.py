@@ -104,7 +104,7 @@ def _sorted(spec: ir.Spec, diags) -> list[Diagnostic]:
 # Imports
 
 
-_import_cache: dict[tuple[str, float], tuple[ir.Spec, Checked]] = {}
+_import_cache: dict[tuple[str, float, Limits], tuple[ir.Spec, Checked]] = {}
 
 
 def load_imports(st: State) -> State:
@@ -119,7 +119,7 @@ def load_imports(st: State) -> State:
             target, resolved = imports.target_of(st.spec, use)
             resolved = str(resolved)
             _no_cycle(st.stack, here, resolved, use)
-            checked = _import(target, resolved, st.stack + ((here,) if here else ()), use)
+            checked = _import(target, resolved, st.stack + ((here,) if here else ()), use, st.limits)
         except Refused as r:
             failed.add(use.alias)
             diags += r.diags
@@ -137,24 +137,24 @@ def _no_cycle(stack: tuple[str, ...], here: str | None, resolved: str, use: ir.U
                                  hint="a spec cannot import itself, directly or through others"))
 
 
-def _import(target: Path, resolved: str, stack: tuple[str, ...], use: ir.Use) -> Checked:
+def _import(target: Path, resolved: str, stack: tuple[str, ...], use: ir.Use, limits: Limits) -> Checked:
     try:
-        key = (resolved, Path(resolved).stat().st_mtime)
+        key = (resolved, Path(resolved).stat().st_mtime, limits)
     except (ValueError, OSError) as e:
         raise Refused(diagnostic(f"cannot read the import '{use.path}': {e}", use.span)) from None
     if key not in _import_cache:
         try:
             spec = read(target)
-            _import_cache[key] = (spec, check_imported(spec, stack))
+            _import_cache[key] = (spec, check_imported(spec, stack, limits))
         except SpecError as e:
             raise Refused(diagnostic(f"the spec imported as '{use.alias}' has errors", use.span),
                           *e.diagnostics) from None
     return _import_cache[key][1]
 
 
-def check_imported(spec: ir.Spec, stack: tuple[str, ...]) -> Checked:
+def check_imported(spec: ir.Spec, stack: tuple[str, ...], limits: Limits | None = None) -> Checked:
     """Check a spec that others import (`stack`: the importing specs, for cycles)."""
-    return _checked(_run(spec, stack, Limits(), PASSES))
+    return _checked(_run(spec, stack, limits or Limits(), PASSES))
 
 
 PASSES = (load_imports, check_names, order_networks, unused_definitions, lower_networks, check_limits, check_matches,
