@@ -13,7 +13,8 @@ import click
 
 from .errors import Diagnostic, SpecError
 from .ir import Span
-from .summary import binding_rows, fmt_count as _fmt_count, fmt_flops as _fmt_flops, learned_weights, network_summary
+from .summary import binding_rows, fmt_bytes, fmt_count as _fmt_count, fmt_flops as _fmt_flops, learned_weights
+from .summary import network_summary
 
 
 class _Group(click.Group):
@@ -38,33 +39,52 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the IR and per-network summaries as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: per file its IR, per-network summaries and diagnostics.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing when the spec is valid.")
-def check(files, as_json, quiet):
+@click.option("--max-params", type=click.IntRange(min=1), metavar="N",
+              help="Refuse specs whose modules have more than N parameters in all (default 2e9).")
+@click.option("--max-activation", type=click.IntRange(min=1), metavar="N",
+              help="Refuse values of more than N numbers per sample (default 1e9).")
+def check(files, as_json, quiet, max_params, max_activation):
     """Parse and check spec files; print each network's bindings with their shapes."""
     from . import resolve
-    failed = False
-    reports = {}
+    limits = resolve.Limits().with_(params=max_params, activation=max_activation)
+    reports = []
     for file in files:
         try:
             spec = resolve.read(file)
-            checked = resolve.check(spec)
+            checked = resolve.check(spec, limits)
         except SpecError as e:
-            click.echo(e.render(), err=True)
-            failed = True
+            if not as_json:
+                click.echo(e.render(), err=True)
+            reports.append({"file": file, "ok": False, "diagnostics": [_diagnostic_json(d) for d in e.diagnostics]})
             continue
-        for w in checked.warnings:
-            click.echo(f"warning: {w}", err=True)
-        if as_json:
-            reports[file] = {"spec": spec.model_dump(mode="json", exclude={"text"}),
-                             "networks": {n: network_summary(checked, n) for n in checked.networks},
-                             "edges": [e.model_dump(mode="json") for e in checked.edges],
-                             "train": [t.model_dump(mode="json", exclude={"spans"}) for t in checked.trains]}
-        elif not quiet:
-            click.echo(_check_text(file, checked))
+        reports.append(_check_report(file, spec, checked))
+        if not as_json:
+            for w in checked.warnings:
+                click.echo(f"warning: {w}", err=True)
+            if not quiet:
+                click.echo(_check_text(file, checked))
+    ok = all(r["ok"] for r in reports)
     if as_json:
-        click.echo(json.dumps(reports if len(files) > 1 else next(iter(reports.values()), {}), indent=2))
-    sys.exit(1 if failed else 0)
+        click.echo(json.dumps({"ok": ok, "files": reports}, indent=2))
+    sys.exit(0 if ok else 1)
+
+
+def _check_report(file: str, spec, checked) -> dict:
+    """What `check --json` says of a valid file (the same keys as a failed one, and more)."""
+    return {"file": file, "ok": True, "diagnostics": [], "warnings": list(checked.warnings),
+            "spec": spec.model_dump(mode="json", exclude={"text"}),
+            "networks": {n: network_summary(checked, n) for n in checked.networks},
+            "edges": [e.model_dump(mode="json") for e in checked.edges],
+            "train": [t.model_dump(mode="json", exclude={"spans"}) for t in checked.trains]}
+
+
+def _diagnostic_json(d: Diagnostic) -> dict:
+    """A diagnostic for machines: where (line and column 1-based; 0 when the whole file) and what."""
+    return {"file": d.filename, "line": d.line, "column": d.column, "width": d.width, "message": d.message,
+            "hint": d.hint, "notes": list(d.notes)}
 
 
 def _check_text(file: str, checked) -> str:
@@ -73,7 +93,9 @@ def _check_text(file: str, checked) -> str:
         s = network_summary(checked, name)
         inputs = ", ".join(f"{k}: {v}" for k, v in s["inputs"].items())
         lines.append(f"  network {name}({inputs}) -> {', '.join(s['outputs'])}: {_fmt_count(s['params'])} params "
-                     f"({_fmt_count(s['trainable'])} trainable), {_fmt_flops(s['flops'])}FLOPs")
+                     f"({_fmt_count(s['trainable'])} trainable), {_fmt_flops(s['flops'])}FLOPs, "
+                     f"{fmt_bytes(s['param_bytes'])} of weights, {fmt_bytes(s['activation_bytes'])} of values per "
+                     "sample")
         width = max((len(b) for b in s["bindings"]), default=0)
         for b, shape in s["bindings"].items():
             lines.append(f"    {b.ljust(width)}  {shape}")
@@ -206,12 +228,13 @@ def compile_cmd(file, network, code, output, seed):
 
 @main.command()
 @click.argument("target", type=click.Path(exists=False))
-@click.option("--network", "-n", multiple=True, help="Network(s) to draw (default: all).")
+@click.option("--network", "-n", multiple=True, help="Network(s) or import alias(es) to draw (default: all).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output file: .svg or .dot.")
 def graph(target, network, output):
     """Draw networks: frozen and trainable parts, shared and imported modules, gates and matching
-    edges; with a checkpoint, gate alphas and edge lambdas as widths."""
+    edges; with a checkpoint, gate alphas and edge lambdas as widths. By default every network
+    and the imports that matching edges reach; -n takes networks and import aliases."""
     from pathlib import Path as _P
 
     from . import checkpoint, draw, resolve
@@ -219,9 +242,10 @@ def graph(target, network, output):
     if suffix not in (".svg", ".dot"):
         raise click.BadParameter("the output must end in .svg or .dot", param_hint="'-o'")
     checked = resolve.check(resolve.read(target))
-    names = list(network) if network else list(checked.networks)
+    names = list(network) if network else draw.default_networks(checked)
     for n in names:
-        _networks(checked, n)
+        if n not in checked.imports:
+            _networks(checked, n)
     weights = None
     if checkpoint.is_checkpoint(target):
         weights = learned_weights(checkpoint.restore(target))

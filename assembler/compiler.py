@@ -15,8 +15,9 @@ from torch import fx, nn
 
 from . import ir
 from .graph import Checked, CheckedNetwork, GraphNode
+from .keys import ModuleKey
+from .lowerings import build, emit
 from .matching import build_edge
-from .modules import build, function
 
 
 class Assembly:
@@ -206,7 +207,7 @@ def subgraph(net: CheckedNetwork, start: tuple[str, ...]) -> CheckedNetwork:
 
 def local_path(network: str, key: str) -> str:
     """Where a module sits inside a network's GraphModule: its own modules drop the prefix."""
-    return key[len(network) + 1:] if key.startswith(network + ".") else key
+    return ModuleKey(key).local(network)
 
 
 def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -229,23 +230,14 @@ def build_graph(net: CheckedNetwork, modules: dict[str, nn.Module], taps: tuple[
                 env[n.name] = g.placeholder(n.name)
                 continue
             args = tuple(env[i] for i in n.inputs)
-            if n.op == "identity":
-                env[n.name] = args[0]
-                continue
             if n.module is not None:
                 path = local_path(net.name, n.module)
                 if path not in attached:
                     _attach(root, path, modules[n.module])
                     attached.add(path)
-                node = g.create_node("call_module", path, args, {}, name=n.name)
-            elif n.op == "cat":
-                node = g.create_node("call_function", torch.cat, (list(args), n.args["dim"] + 1
-                                                                  if n.args["dim"] >= 0 else n.args["dim"]), {},
-                                     name=n.name)
+                env[n.name] = g.create_node("call_module", path, args, {}, name=n.name)
             else:
-                fn, extra, kwargs = function(n)
-                node = g.create_node("call_function", fn, args + extra, kwargs, name=n.name)
-            env[n.name] = node
+                env[n.name] = emit(g, n, args)
         except Exception as e:  # a compiler bug: say which spec line it came from
             where = f"{n.span}: " if n.span else ""
             raise RuntimeError(f"{where}cannot compile node '{n.name}' ({n.op}): {e}") from e

@@ -7,7 +7,7 @@ modules get a double border, imported blocks an "imported from ALIAS" tag. Match
 dashed and labelled with their weighting. Given `weights` = {"gates": {module_key: [alpha, ...]},
 "edges": [lambda per `Checked.edges` entry]}, gate paths and matching edges take their widths
 from the learned values, as in the NetTailor and L2T-ww figures. A name in `networks` that is
-an import alias draws the bindings of that import which matching edges reference.
+an import alias draws that import's network (all frozen), so that matching edges from it show.
 
 Pure functions of a `Checked`: nothing here writes files; `assembler graph` does.
 """
@@ -19,11 +19,12 @@ import math
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
 
-import networkx as nx
 
-from .graph import Checked, CheckedNetwork, GraphNode
+from .draw_layout import CW, LH, PAD, Box, Link, _arrange, _Column
+from .graph import Checked, CheckedNetwork, GatePath, GraphNode, gate_paths
+from .keys import BindingRef, ModuleKey
+from .ops import entry
 
 FILL = {  # box kind -> (fill, border)
     "input": ("#e3eefa", "#4a6f9a"), "trainable": ("#d6efd4", "#3b8a3b"), "frozen": ("#e2e2e2", "#8a8a8a"),
@@ -32,51 +33,7 @@ FILL = {  # box kind -> (fill, border)
 LINK = {"data": "#4d4d4d", "main": "#4d4d4d", "proxy": "#e07b00", "match": "#2b6cb0"}  # arrow colours
 GATE = "#7b4fb5"
 OWNED = {"imported", "copy", "reference"}  # roles whose ops are summarised by the block they come from
-CW, LH, PAD, VGAP, TOP = 7.0, 14, 8, 46, 58  # px: char width (11px mono, generous), line, padding, row gap, top
-
-
-@dataclass
-class Box:
-    """One binding as drawn; `x` is its centre and `y` its top, set by the SVG layout."""
-
-    network: str
-    name: str
-    kind: str  # a key of FILL
-    shape: str
-    lines: list[str]  # the op summary
-    tag: str = ""  # frozen, imported from ALIAS, shared KEY, parameter count
-    shared: bool = False
-    gate: bool = False
-    x: float = 0.0
-    y: float = 0.0
-
-    def __post_init__(self):
-        head = len(self.name) * 7.6 + 12 + len(self.shape) * 6.4 + (14 if self.kind == "frozen" else 0)
-        self.w = max(112.0, head, *(len(s) * CW for s in self.lines), len(self.tag) * 6.4) + 2 * PAD
-        self.h = 2 * PAD + LH * (1 + len(self.lines)) + (12 if self.tag else 0)
-
-
-@dataclass
-class Link:
-    """A data-flow arrow between bindings of one network: kind data, main (a gate's main path) or
-    proxy (a gate path through a proxy); `alpha` is the gate weight of the path when known."""
-
-    src: str
-    dst: str
-    kind: str
-    width: float
-    note: str = ""
-    alpha: float | None = None
-
-
-@dataclass
-class _Column:
-    name: str
-    boxes: dict[str, Box]
-    links: list[Link]
-    layers: list[list[str]] = field(default_factory=list)  # box names and dummies, top to bottom
-    x: dict[str, float] = field(default_factory=dict)
-    routes: list[list[str]] = field(default_factory=list)  # per link, the dummies it passes
+VGAP, TOP = 46, 58  # px: gap between rows, top margin
 
 
 def _x(s) -> str:
@@ -104,21 +61,13 @@ def _count(n: int) -> str:
 
 def _prefix(key: str) -> str:
     """`pre.c2.0` -> `pre.c2`: a module key without its trailing op indices."""
-    parts = key.split(".")
-    while len(parts) > 1 and parts[-1].isdigit():
-        parts.pop()
-    return ".".join(parts)
+    return ModuleKey(key).block()
 
 
 def _op_text(n: GraphNode) -> str:
-    a = n.args
-    if n.op == "conv":
-        stride = f" /{a['stride']}" if a.get("stride") not in (None, 1) else ""
-        return f"conv {a.get('k')}x{a.get('k')} {a.get('out')}{stride}"
-    if n.op in ("gate", "add", "mul", "cat"):
-        return f"{n.op}({len(n.inputs)})"
-    return {"batchnorm": "bn", "layernorm": "ln", "linear": f"linear {a.get('out')}",
-            "proxy": f"proxy {a.get('c')}"}.get(n.op, n.op)
+    """The op's label, from the op table."""
+    op = entry(n.op)
+    return op.text(n.args, len(n.inputs)) if op is not None else n.op
 
 
 def _tokens(nodes: list[GraphNode], checked: Checked) -> list[str]:
@@ -149,25 +98,8 @@ def _wrap(tokens: list[str], width: int = 30) -> list[str]:
     return [s for s in lines if s]
 
 
-def _paths(net: CheckedNetwork, b: str, nodes: list[GraphNode]) -> list[tuple]:
-    """Each gate path of binding `b`: (gate node, index, the path's nodes, its source bindings)."""
-    out = []
-    for g in (n for n in nodes if n.op == "gate"):
-        for i, start in enumerate(g.inputs):
-            seen, sources, stack = set(), [], [start]
-            while stack:  # walk back from the gate's input until leaving the binding
-                n = net.node(stack.pop())
-                if n.binding != b:
-                    sources += [] if n.binding in sources else [n.binding]
-                elif n.name not in seen:
-                    seen.add(n.name)
-                    stack.extend(n.inputs)
-            out.append((g, i, [n for n in nodes if n.name in seen], sources))
-    return out
-
-
-def _box(checked: Checked, net: CheckedNetwork, b: str, nodes: list[GraphNode], paths: list[tuple]) -> Box:
-    proxied = [(g, p) for g, _, p, _ in paths if any(n.role == "proxy" for n in p)]
+def _box(checked: Checked, net: CheckedNetwork, b: str, nodes: list[GraphNode], paths: list[GatePath]) -> Box:
+    proxied = [(p.gate, p.nodes) for p in paths if p.proxy]
     side = {n.name for _, p in proxied for n in p}
     core = [n for n in nodes if n.name not in side and n.op != "gate"]
     keyed, roles = [n for n in core if n.module], {n.role for n in nodes}
@@ -192,7 +124,7 @@ def _links(net: CheckedNetwork, groups: dict, paths: dict, weights: dict | None)
     gates, links = (weights or {}).get("gates") or {}, []
     for b, nodes in groups.items():
         done = set()
-        for g, i, path, sources in paths[b]:
+        for g, i, path, sources in paths.get(b, ()):
             alphas = gates.get(g.module) or []
             a = _finite(alphas[i]) if i < len(alphas) else None
             kind = "proxy" if any(n.role == "proxy" for n in path) else "main"
@@ -206,75 +138,66 @@ def _links(net: CheckedNetwork, groups: dict, paths: dict, weights: dict | None)
 
 
 def _column(checked: Checked, name: str, weights: dict | None) -> _Column:
-    """A network's boxes and links; for an import alias, stubs for the bindings edges reference."""
-    if name not in checked.networks:
-        if name not in checked.imports:
-            raise ValueError(f"no network or import named {name!r}")
-        stubs, where = {}, f"(in {os.path.basename(checked.imports[name])})"
-        for e in checked.edges:
-            for end, shape in ((e.source, e.source_shape), (e.target, e.target_shape)):
-                net, _, b = end.partition(".")
-                if net == name and b not in stubs:
-                    stubs[b] = Box(name, b, "frozen", "×".join(map(str, shape)), [where], f"imported from {name}")
-        return _Column(name, stubs, [], [[]] + [[b] for b in stubs])
-    net, groups = checked.networks[name], defaultdict(list)
+    """A network's boxes and links; for an import alias, the imported network(s) as frozen."""
+    if name in checked.networks:
+        return _network_column(checked, checked.networks[name], weights)
+    if name not in checked.imports:
+        raise ValueError(f"no network or import named {name!r}")
+    source = checked.imported.get(name)
+    if source is None:
+        return _stub_column(checked, name)
+    single = len(source.networks) == 1
+    wanted = [n for n in source.networks if single or any(_end(end)[1].startswith(n + ".")
+                                                           for e in checked.edges for end in (e.source, e.target)
+                                                           if _end(end)[0] == name)]
+    column = _Column(name, {}, [])
+    for net in (source.networks[n] for n in wanted or list(source.networks)[:1]):
+        part = _network_column(source, net, None)
+        prefix = "" if single else f"{net.name}."
+        for b in part.boxes.values():
+            b.network, b.name = name, prefix + b.name
+            b.kind = "input" if b.kind == "input" else "frozen" if b.kind != "plain" else "plain"
+            b.tag = " · ".join(t for t in (f"imported from {name}", b.tag.split(" · ")[-1] if "params" in b.tag
+                                           else "") if t)
+            column.boxes[b.name] = b
+        column.links += [Link(prefix + l.src, prefix + l.dst, l.kind, l.width, l.note, l.alpha) for l in part.links]
+    return column
+
+
+def _stub_column(checked: Checked, name: str) -> _Column:
+    """Boxes for the bindings of import `name` that matching edges reference (when the
+    imported spec itself is not at hand)."""
+    stubs, where = {}, f"(in {os.path.basename(checked.imports[name])})"
+    for e in checked.edges:
+        for end, shape in ((e.source, e.source_shape), (e.target, e.target_shape)):
+            net, b = _end(end)
+            if net == name and b not in stubs:
+                stubs[b] = Box(name, b, "frozen", "×".join(map(str, shape)), [where], f"imported from {name}")
+    return _Column(name, stubs, [], [[]] + [[b] for b in stubs])
+
+
+def _network_column(checked: Checked, net: CheckedNetwork, weights: dict | None) -> _Column:
+    groups = defaultdict(list)
     for n in net.nodes:
         groups[n.binding].append(n)
-    paths = {b: _paths(net, b, nodes) for b, nodes in groups.items()}
+    paths: dict[str, list[GatePath]] = defaultdict(list)
+    for p in gate_paths(net):
+        paths[p.gate.binding].append(p)
     boxes = {b: _box(checked, net, b, nodes, paths[b]) for b, nodes in groups.items()}
-    return _Column(name, boxes, _links(net, groups, paths, weights))
+    return _Column(net.name, boxes, _links(net, groups, paths, weights))
 
 
-def _mean(pairs, val, default):
-    total = sum(w for _, w in pairs)
-    return sum(val[u] * w for u, w in pairs) / total if total else default
+def default_networks(checked: Checked) -> list[str]:
+    """What a picture of a spec shows: the imports that matching edges reach (first: they are
+    the sources), then every network of the spec."""
+    aliases = dict.fromkeys(_end(end)[0] for e in checked.edges for end in (e.source, e.target))
+    return [a for a in aliases if a in checked.imports and a not in checked.networks] + list(checked.networks)
 
 
-def _pack(layer: list[str], width, want: dict) -> dict[str, float]:
-    """Centres in `layer`'s order, no closer than their gaps, nearest to `want` in weighted least
-    squares (boxes weigh more than dummies, so chains stay straight): pool adjacent violators."""
-    offset = [0.0]
-    for a, b in zip(layer, layer[1:]):
-        offset.append(offset[-1] + (width(a) + width(b)) / 2 + 18)
-    blocks: list[list[float]] = []  # [value, weight, count]
-    for v, o in zip(layer, offset):
-        blocks.append([want[v] - o, 0.2 if width(v) < 10 else 10.0, 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (v2, w2, n2), (v1, w1, n1) = blocks.pop(), blocks.pop()
-            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
-    ys = [value for value, _, n in blocks for _ in range(int(n))]
-    return {v: y + o for v, y, o in zip(layer, ys, offset)}
-
-
-def _arrange(c: _Column) -> None:
-    """Sugiyama-lite: layers by topological generation, a dummy in each layer a long link crosses,
-    barycentre ordering sweeps, then centres pulled towards their neighbours (main paths pull hardest)."""
-    if not c.layers:
-        g = nx.DiGraph()
-        g.add_nodes_from(c.boxes)
-        g.add_edges_from((l.src, l.dst) for l in c.links)
-        c.layers = [sorted(gen, key=list(c.boxes).index) for gen in nx.topological_generations(g)]
-    level = {v: i for i, layer in enumerate(c.layers) for v in layer}
-    nbrs = (defaultdict(list), defaultdict(list))  # (neighbours above, below) with weights
-    for k, l in enumerate(c.links):
-        c.routes.append([f"\0{k}.{j}" for j in range(level[l.src] + 1, level[l.dst])])
-        for j, d in enumerate(c.routes[-1]):
-            c.layers[level[l.src] + 1 + j].append(d)
-        pts = [l.src, *c.routes[-1], l.dst]
-        for u, v in zip(pts, pts[1:]):
-            nbrs[0][v].append((u, 1 if l.kind == "proxy" else 8))
-            nbrs[1][u].append((v, 1 if l.kind == "proxy" else 8))
-    pos = {v: i for layer in c.layers for i, v in enumerate(layer)}
-    c.x = {v: 0.0 for v in pos}
-    for sweep in range(14):
-        nb = nbrs[sweep % 2]
-        for layer in c.layers if sweep % 2 == 0 else c.layers[::-1]:
-            if sweep < 6:
-                layer.sort(key=lambda v: _mean(nb[v], pos, pos[v]))
-                pos.update({v: i for i, v in enumerate(layer)})
-            else:
-                c.x.update(_pack(layer, lambda v: c.boxes[v].w if v in c.boxes else 4,
-                                 {v: _mean(nb[v], c.x, c.x[v]) for v in layer}))
+def _end(ref: str) -> tuple[str, str]:
+    """A matching edge's end as (column, box): `teacher.c3` -> ("teacher", "c3")."""
+    r = BindingRef(ref)
+    return r.network, r.binding
 
 
 def _ports(n: int, centre: float, span: float) -> list[float]:
@@ -366,7 +289,7 @@ def to_svg(checked: Checked, networks: list[str], weights: dict | None = None) -
     bottom = tops[-1] + row_h[-1] + 12
     boxes = {(c.name, b.name): b for c in cols for b in c.boxes.values()}
     drawn = [k for k, e in enumerate(checked.edges)
-             if tuple(e.source.split(".", 1)) in boxes and tuple(e.target.split(".", 1)) in boxes]
+             if _end(e.source) in boxes and _end(e.target) in boxes]
     left, frames, out = 12.0, [], []
     for c in cols:
         half = {v: (c.boxes[v].w if v in c.boxes else 4) / 2 for v in c.x}
@@ -381,19 +304,23 @@ def to_svg(checked: Checked, networks: list[str], weights: dict | None = None) -
                       f'text-anchor="middle" font-size="14" font-weight="bold">{_x(c.name)}</text>')
         left += inner + 28 + (150 if drawn else 30)
         out += _svg_links(c, tops, row_h)
-    arcs = any(e.source.split(".")[0] == e.target.split(".")[0] for e in (checked.edges[k] for k in drawn))
+    arcs = any(_end(e.source)[0] == _end(e.target)[0] for e in (checked.edges[k] for k in drawn))
     out += _svg_matches(checked, drawn, boxes, [c.name for c in cols], weights)
     out += [s for b in boxes.values() for s in _draw_box(b)]
-    used = {b.kind for b in boxes.values()} | {"proxy_link" if l.kind == "proxy" else "data"
-                                                for c in cols for l in c.links}
-    used |= {m for m, on in (("shared", any(b.shared for b in boxes.values())),
-                             ("gate", any(b.gate for b in boxes.values())), ("match", drawn)) if on}
-    legend, right, end = _legend(used, bottom + 16, left)
+    legend, right, end = _legend(_marks(cols, boxes, bool(drawn)), bottom + 16, left)
     width, height = max(left - (150 if drawn else 30) + 12 + 80 * arcs, right), end + 12
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" '
             f'font-size="11"><rect width="100%" height="100%" fill="white"/>')
     return "\n".join([head, *frames, *out, *legend, "</svg>"]) + "\n"
+
+
+def _marks(cols: list[_Column], boxes: dict, matches: bool) -> set[str]:
+    """The kinds of box and line a picture uses (its legend lists those)."""
+    used = {b.kind for b in boxes.values()} | {"proxy_link" if l.kind == "proxy" else "data"
+                                                for c in cols for l in c.links}
+    return used | {m for m, on in (("shared", any(b.shared for b in boxes.values())),
+                                   ("gate", any(b.gate for b in boxes.values())), ("match", matches)) if on}
 
 
 def _svg_links(c: _Column, tops: list[float], row_h: list[float]) -> list[str]:
@@ -429,7 +356,7 @@ def _svg_matches(checked: Checked, drawn: list[int], boxes: dict, order: list[st
     """Matching edges: dashed, from side to side (an arc within a column), labelled near the target."""
     ends, sides, port, out = {}, defaultdict(list), {}, []
     for k in drawn:
-        s, t = (boxes[tuple(end.split(".", 1))] for end in (checked.edges[k].source, checked.edges[k].target))
+        s, t = (boxes[_end(end)] for end in (checked.edges[k].source, checked.edges[k].target))
         ds = 1 if order.index(t.network) >= order.index(s.network) else -1
         dt = -ds if t.network != s.network else 1
         ends[k] = (s, ds, t, dt)

@@ -1,8 +1,8 @@
 """The public graph-edit API: pure functions `Spec -> Spec`, each checked on return.
 
 A bad edit raises `SpecError` naming the edit and its argument. Every result prints back
-to a valid spec with `assembler.format`. The `skips` macro of the language is expanded by
-`add_skips`, the same function users call.
+to a valid spec with `assembler.format`. `add_skips` writes the language's `skips` macro and
+expands it as the checker does (skips.py).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import fnmatch
 
 from . import ir
 from .errors import Diagnostic, SpecError, did_you_mean
-from .lower import Fail, Scope, fail, lower_network
+from .keys import GatePathName
+from .skips import expand_skips  # noqa: F401 - kept importable from here
+from .visit import distinct_reads, rename_reads, reads as _reads
 
-__all__ = ["add_skips", "bindings", "freeze", "input_shapes", "insert_adapter", "prune", "recombine", "remove",
-           "replace", "unfreeze"]
+__all__ = ["add_skips", "bindings", "freeze", "input_shapes", "insert_adapter", "prune", "prune_with_map",
+           "recombine", "remove", "replace", "unfreeze"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,13 +52,17 @@ def add_skips(spec: ir.Spec, net: str, nodes: list[str], k: int = 3, proxy: str 
 
     For nodes n0..nL, each nl (l >= 1) becomes `gate(<its chain>, np -> PROXY(c, stride) for p in
     [max(0, l-k), l-1])`, with c the channels of nl and stride the spatial ratio of np to nl."""
-    from .resolve import _Checker
+    from .resolve import expand
     network = _network(spec, net, "add_skips")
     stmt = ir.Skips(nodes=tuple(nodes), args=_skips_args(k, proxy))
     body = tuple(s for s in network.body if not isinstance(s, ir.Skips)) + (stmt,)
-    trial = spec.model_copy(update={"items": tuple(
-        network.model_copy(update={"body": body}) if i is network else i for i in spec.items)})
-    return _checked(_Checker(trial, ()).run(return_spec=True), "add_skips")
+    trial = _with_network(spec, network.model_copy(update={"body": body}))
+    try:
+        expanded = expand(trial)
+    except SpecError as e:
+        raise SpecError([Diagnostic("add_skips: the edited spec is not valid", spec.filename)] + e.diagnostics) \
+            from None
+    return _checked(expanded, "add_skips")
 
 
 def _skips_args(k: int, proxy: str | None) -> tuple[ir.Arg, ...]:
@@ -64,103 +70,6 @@ def _skips_args(k: int, proxy: str | None) -> tuple[ir.Arg, ...]:
     if proxy is not None:
         args += (ir.Arg(name="proxy", value=ir.Ref(parts=(proxy,))),)
     return args
-
-
-def expand_skips(net: ir.Network, scope: Scope) -> ir.Network:
-    """Replace the `skips` statements of a network by gates (raises Fail with diagnostics)."""
-    for stmt in [s for s in net.body if isinstance(s, ir.Skips)]:
-        net = _expand_one(net, stmt, scope)
-    return net
-
-
-def _expand_one(net: ir.Network, stmt: ir.Skips, scope: Scope) -> ir.Network:
-    k, proxy = _skips_options(stmt, scope)
-    plain = net.model_copy(update={"body": tuple(s for s in net.body if not isinstance(s, ir.Skips))})
-    saved = dict(scope.modules)
-    checked, diags = lower_network(plain, scope)
-    scope.modules.clear()
-    scope.modules.update(saved)
-    if diags:
-        raise Fail(*diags)
-    inputs = {i.name for i in net.inputs}
-    shapes = {}
-    for name in stmt.nodes:
-        if name not in checked.bindings:
-            raise fail(f"skips: '{name}' is not an input or binding of '{net.name}'", stmt.span,
-                       hint=did_you_mean(name, checked.bindings))
-        if name in shapes:
-            raise fail(f"skips: '{name}' is listed twice", stmt.span)
-        shape = checked.shape(name)
-        if len(shape) != 3:
-            raise fail(f"skips: '{name}' is {list(shape)}; proxies need feature maps [C, H, W]", stmt.span)
-        shapes[name] = shape
-    order = list(stmt.nodes)
-    gated: dict[str, ir.Chain] = {}
-    for l in range(1, len(order)):
-        name = order[l]
-        if name in inputs:
-            raise fail(f"skips: the input '{name}' can only be the first node", stmt.span)
-        c, h, w = shapes[name]
-        paths = []
-        for p in range(max(0, l - k), l):
-            src = order[p]
-            _, hp, wp = shapes[src]
-            if hp % h or wp % w or hp // h != wp // w or hp < h:
-                raise fail(f"skips: the spatial ratio from '{src}' ({hp}x{wp}) to '{name}' ({h}x{w}) is not a whole "
-                           "number", stmt.span, hint="skip only between nodes whose sizes divide evenly")
-            stride = hp // h
-            call = ir.Call(ref=ir.Ref(parts=(proxy,), span=stmt.span), span=stmt.span,
-                           args=(ir.Arg(value=ir.Number(value=c)), ir.Arg(value=ir.Number(value=stride))))
-            paths.append(ir.Chain(source=ir.Ref(parts=(src,)), elements=(ir.Element(target=call, span=stmt.span),)))
-        gated[name] = paths
-    body = []
-    for s in net.body:
-        if isinstance(s, ir.Skips) and s is stmt:
-            continue
-        if isinstance(s, ir.Binding) and s.name in gated:
-            s = _gate_binding(s, gated[s.name])
-        body.append(s)
-    return net.model_copy(update={"body": tuple(body)})
-
-
-def _skips_options(stmt: ir.Skips, scope: Scope) -> tuple[int, str]:
-    k, proxy = 3, "proxy"
-    for a in stmt.args:
-        if a.name == "k":
-            if not (isinstance(a.value, ir.Number) and isinstance(a.value.value, int)) or a.value.value < 1:
-                raise fail("skips: k must be a whole number >= 1", a.value.span or stmt.span)
-            k = a.value.value
-        elif a.name == "proxy":
-            if not (isinstance(a.value, ir.Ref) and len(a.value.parts) == 1):
-                raise fail("skips: proxy must name a template taking (c, stride)", a.value.span or stmt.span)
-            proxy = a.value.parts[0]
-            if proxy not in scope.blocks and proxy != "proxy":
-                raise fail(f"skips: unknown proxy template '{proxy}'", a.span or stmt.span,
-                           hint=did_you_mean(proxy, scope.blocks))
-            block = scope.blocks.get(proxy)
-            if block is not None and not (len(block.params) >= 2 and all(p.default is not None
-                                                                         for p in block.params[2:])):
-                raise fail(f"skips: the proxy template '{proxy}' takes {len(block.params)} argument(s); a proxy "
-                           "takes (c, stride)", a.span or stmt.span,
-                           hint=f"declare it as: block {proxy}(c, stride) = ...")
-        else:
-            raise fail(f"skips has no option '{a.name or 'positional'}'", a.span or stmt.span,
-                       hint=did_you_mean(a.name or "", ["k", "proxy"]) or "options are k and proxy")
-    return k, proxy
-
-
-def _gate_binding(b: ir.Binding, proxies: list[ir.Chain]) -> ir.Binding:
-    chain = b.chain
-    modifier = b.modifier
-    if modifier in ("frozen", "trainable"):  # the modifier meant the original chain, not the proxies
-        chain = chain.model_copy(update={"elements": tuple(
-            e if e.modifier or not _takes(modifier, e) else e.model_copy(update={"modifier": modifier})
-            for e in chain.elements)})
-        modifier = None
-    main = chain if chain.elements else chain.source  # `gate(a, ...)`, as the parser reads it
-    args = tuple(ir.Arg(value=p) for p in [main] + proxies)
-    gate = ir.Call(ref=ir.Ref(parts=("gate",)), args=args, span=b.chain.span)
-    return b.model_copy(update={"chain": ir.Chain(source=gate, span=b.chain.span), "modifier": modifier})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,46 +81,13 @@ def _with_network(spec: ir.Spec, network: ir.Network) -> ir.Spec:
     return spec.model_copy(update={"items": items})
 
 
-def _reads(expr) -> list[str]:
-    """Names a chain reads at source positions (its own inputs), in order."""
-    out: list[str] = []
-
-    def walk(e):
-        if isinstance(e, ir.Chain):
-            walk(e.source)
-        elif isinstance(e, ir.Ref) and len(e.parts) == 1:
-            out.append(e.parts[0])
-        elif isinstance(e, ir.Call) and len(e.ref.parts) == 1 and e.ref.parts[0] in ("add", "mul", "cat", "gate"):
-            for a in e.args:
-                if a.name is None:
-                    walk(a.value)
-    walk(expr)
-    return out
-
-
-def _rename_reads(expr, old: str, new):
-    """The expression with every source-position read of `old` replaced by `new` (a name or an
-    expression)."""
-    if isinstance(expr, ir.Chain):
-        if expr.source is None:
-            return expr
-        return expr.model_copy(update={"source": _rename_reads(expr.source, old, new)})
-    if isinstance(expr, ir.Ref) and expr.parts == (old,):
-        return ir.Ref(parts=(new,), span=expr.span) if isinstance(new, str) else new
-    if isinstance(expr, ir.Call) and len(expr.ref.parts) == 1 and expr.ref.parts[0] in ("add", "mul", "cat", "gate"):
-        args = tuple(a.model_copy(update={"value": _rename_reads(a.value, old, new)}) if a.name is None else a
-                     for a in expr.args)
-        return expr.model_copy(update={"args": args})
-    return expr
-
-
 def _rewire(body, old: str, new: str, start: int):
     """Statements from index `start` on read `new` where they read `old`."""
     out = list(body)
     for i in range(start, len(out)):
         st = out[i]
         if isinstance(st, ir.Binding):
-            out[i] = st.model_copy(update={"chain": _norm(_rename_reads(st.chain, old, new))})
+            out[i] = st.model_copy(update={"chain": _norm(rename_reads(st.chain, old, new))})
         elif isinstance(st, ir.Return):
             out[i] = st.model_copy(update={"names": tuple(new if n == old else n for n in st.names)})
         elif isinstance(st, ir.Skips):
@@ -280,7 +156,7 @@ def remove(spec: ir.Spec, net: str, binding: str) -> ir.Spec:
     from .resolve import check
     network = _network(spec, net, "remove")
     i = _binding_index(network, binding, "remove", spec)
-    reads = list(dict.fromkeys(_reads(network.body[i].chain)))
+    reads = list(distinct_reads(network.body[i].chain))
     if len(reads) != 1:
         raise SpecError(Diagnostic(f"remove: '{binding}' reads {len(reads)} values ({', '.join(reads)}); only a "
                                    "binding with one input can be bypassed", spec.filename))
@@ -355,7 +231,7 @@ def _path_to(network: ir.Network, start: str | None, end: str, edit: str, spec: 
             raise SpecError(Diagnostic(f"{edit}: '{network.name}' has no binding '{cur}'", spec.filename,
                                        hint=did_you_mean(cur, by_name)))
         path.insert(0, cur)
-        reads = list(dict.fromkeys(_reads(by_name[cur].chain)))
+        reads = list(distinct_reads(by_name[cur].chain))
         if len(reads) != 1:
             raise SpecError(Diagnostic(f"{edit}: '{network.name}.{cur}' reads {len(reads)} values; the part must be "
                                        "a straight path", spec.filename))
@@ -405,32 +281,61 @@ def prune(spec: ir.Spec, net: str, remove: list[str]) -> ir.Spec:
 def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec, dict[str, str], dict[str, list[int]]]:
     """`prune`, a map from old module path prefixes (`c3.in2`) to new ones, and per surviving
     gate the indices of its kept paths, so that weights can follow the edit."""
-    network = _network(spec, net, "prune")
+    _network(spec, net, "prune")
     spec = _expanded(spec)
     network = spec.networks[net]
     bindings = {st.name: st for st in network.body if isinstance(st, ir.Binding)}
     returned = {n for st in network.body if isinstance(st, ir.Return) for n in st.names}
-    drop_paths: dict[str, set[int]] = {}
-    gone: set[str] = set()
-    for item in remove:
-        b, dot, path = item.partition(".in")
-        if b not in bindings:
-            raise SpecError(Diagnostic(f"prune: '{net}' has no binding '{b}' (in {item!r})", spec.filename,
-                                       hint=did_you_mean(b, bindings)))
-        if dot:
-            gate = _gate_of(bindings[b])
-            if gate is None or not path.isdigit() or int(path) >= len(_paths(gate)):
-                raise SpecError(Diagnostic(f"prune: {item!r} names no gate path of '{b}'", spec.filename,
-                                           hint=f"'{b}' is {'not a gate' if gate is None else 'a gate of ' + str(len(_paths(gate))) + ' paths'}"))
-            drop_paths.setdefault(b, set()).add(int(path))
-        else:
-            gone.add(b)
+    drop_paths, gone = _prune_targets(spec, net, bindings, remove)
+    _cascade(bindings, returned, drop_paths, gone)
+    lost = returned & gone
+    if lost:
+        raise SpecError(Diagnostic(f"prune: removing {', '.join(remove)} would remove the output(s) "
+                                   f"{', '.join(sorted(lost))} of '{net}'", spec.filename))
     keymap: dict[str, str] = {}
     kept: dict[str, list[int]] = {}
+    body = []
+    for st in network.body:
+        if isinstance(st, ir.Binding):
+            if st.name in gone:
+                continue
+            if drop_paths.get(st.name):
+                st = _drop(st, drop_paths[st.name], keymap, kept)
+        body.append(st)
+    out = _with_network(spec, network.model_copy(update={"body": tuple(body)}))
+    return _checked(out, "prune"), keymap, kept
+
+
+def _prune_targets(spec: ir.Spec, net: str, bindings: dict[str, ir.Binding],
+                   remove: list[str]) -> tuple[dict[str, set[int]], set[str]]:
+    """What `remove` names: gate paths to drop per binding, and whole bindings."""
+    drop_paths: dict[str, set[int]] = {}
+    gone: set[str] = set()
+    for item in map(GatePathName, remove):
+        b = item.binding
+        if b not in bindings:
+            raise SpecError(Diagnostic(f"prune: '{net}' has no binding '{b}' (in {str(item)!r})", spec.filename,
+                                       hint=did_you_mean(b, bindings)))
+        if not item.is_path:
+            gone.add(b)
+            continue
+        gate = _gate_of(bindings[b])
+        if gate is None or item.index is None or item.index >= len(_paths(gate)):
+            what = "not a gate" if gate is None else f"a gate of {len(_paths(gate))} paths"
+            raise SpecError(Diagnostic(f"prune: {str(item)!r} names no gate path of '{b}'", spec.filename,
+                                       hint=f"'{b}' is {what}"))
+        drop_paths.setdefault(b, set()).add(item.index)
+    return drop_paths, gone
+
+
+def _cascade(bindings: dict[str, ir.Binding], returned: set[str], drop_paths: dict[str, set[int]],
+             gone: set[str]) -> None:
+    """Grow `drop_paths` and `gone` until nothing more dies: a path reading a removed binding,
+    a gate without paths, a binding reading a removed one, a binding nobody reads."""
     changed = True
     while changed:
         changed = False
-        for name, st in list(bindings.items()):
+        for name, st in bindings.items():
             if name in gone:
                 continue
             gate = _gate_of(st)
@@ -447,24 +352,9 @@ def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec,
                 gone.add(name)
                 changed = True
         readers = {r for n, st in bindings.items() if n not in gone for r in _reads_live(st, drop_paths.get(n, set()))}
-        for name in bindings:
-            if name not in gone and name not in readers and name not in returned:
-                gone.add(name)
-                changed = True
-    lost = returned & gone
-    if lost:
-        raise SpecError(Diagnostic(f"prune: removing {', '.join(remove)} would remove the output(s) "
-                                   f"{', '.join(sorted(lost))} of '{net}'", spec.filename))
-    body = []
-    for st in network.body:
-        if isinstance(st, ir.Binding):
-            if st.name in gone:
-                continue
-            if st.name in drop_paths and drop_paths[st.name]:
-                st = _drop(st, drop_paths[st.name], keymap, kept)
-        body.append(st)
-    out = _with_network(spec, network.model_copy(update={"body": tuple(body)}))
-    return _checked(out, "prune"), keymap, kept
+        unread = {n for n in bindings if n not in gone and n not in readers and n not in returned}
+        gone |= unread
+        changed = changed or bool(unread)
 
 
 def _expanded(spec: ir.Spec) -> ir.Spec:
@@ -476,7 +366,7 @@ def _expanded(spec: ir.Spec) -> ir.Spec:
 
 def _gate_of(b: ir.Binding) -> ir.Call | None:
     src = b.chain.source
-    if isinstance(src, ir.Call) and src.ref.parts == ("gate",):
+    if isinstance(src, ir.Call) and src.ref.parts == ("gate",):  # the one merge with paths to prune
         return src
     return None
 
@@ -513,16 +403,6 @@ def _drop(b: ir.Binding, dropped: set[int], keymap: dict[str, str], kept: dict[s
     args = tuple(ir.Arg(value=paths[i]) for i in keep) + (
         ir.Arg(name="init", value=ir.ListValue(items=tuple(ir.Number(value=float(init[i])) for i in keep))),)
     return b.model_copy(update={"chain": b.chain.model_copy(update={"source": gate.model_copy(update={"args": args})})})
-
-
-def _takes(modifier: str, e: ir.Element) -> bool:
-    """Whether a binding-wide modifier changes an element when written on it: `frozen` always;
-    `trainable` only on references to other networks' bindings (ops, templates and shared
-    modules are trainable by default, and a frozen shared module stays frozen binding-wide)."""
-    if modifier == "frozen":
-        return True
-    target = e.target.ref if isinstance(e.target, ir.Call) else e.target
-    return isinstance(target, ir.Range) or isinstance(target, ir.Ref) and len(target.parts) > 1
 
 
 def _checked(spec: ir.Spec, edit: str) -> ir.Spec:

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import difflib
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -26,6 +26,10 @@ class Diagnostic:
     width: int = 1  # how many characters the caret line underlines
     hint: str | None = None
     source: str | None = field(default=None, compare=False)  # the file's text, when known
+    notes: tuple[str, ...] = ()  # more context, one `note:` line each (e.g. the template use that failed)
+
+    def with_note(self, note: str) -> "Diagnostic":
+        return replace(self, notes=self.notes + (note,))
 
     def render(self) -> str:
         where = self.filename
@@ -34,12 +38,13 @@ class Diagnostic:
         out = [f"{where}: error: {self.message}"]
         text = self._source_line()
         if text is not None:
-            shown = text.rstrip("\r\n").expandtabs(1)
+            shown, column = _window(text.rstrip("\r\n").expandtabs(1), self.column)
             out.append("    " + shown)
-            width = max(1, min(self.width, len(shown) - self.column + 1))
-            out.append("    " + " " * (self.column - 1) + "^" * width)
+            width = max(1, min(self.width, len(shown) - column + 1))
+            out.append("    " + " " * (column - 1) + "^" * width)
         if self.hint:
             out.append(f"hint: {self.hint}")
+        out.extend(f"note: {n}" for n in self.notes)
         return "\n".join(out)
 
     def _source_line(self) -> str | None:
@@ -51,8 +56,30 @@ class Diagnostic:
                 source = Path(self.filename).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 return None
-        lines = source.split("\n")  # the lexer counts only \n as a line break
+        lines = source_lines(source)
         return lines[self.line - 1].rstrip("\r") if 0 < self.line <= len(lines) else None
+
+
+def _window(line: str, column: int, size: int = 160) -> tuple[str, int]:
+    """A long source line cut to `size` characters around `column` ("..." where cut), and the
+    column within what is shown."""
+    if len(line) <= size:
+        return line, column
+    start = max(0, min(column - 1 - size // 3, len(line) - size))
+    shown = line[start:start + size]
+    if start:
+        shown, column = "..." + shown[3:], column - start
+    if start + size < len(line):
+        shown = shown[:-3] + "..."
+    return shown, column
+
+
+@lru_cache(maxsize=16)
+def source_lines(text: str) -> tuple[str, ...]:
+    """The lines of a source text, as the lexer counts them (only \n breaks a line). Cached,
+    so that many diagnostics in one file split it once (Python caches a string's hash, and
+    the cache finds the same text object first by identity)."""
+    return tuple(text.split("\n"))
 
 
 class SpecError(Exception):
@@ -128,17 +155,56 @@ def word_span(span, word: str, text: str | None, skip: int = 0):
     characters), so a caret can point at a name rather than at its whole statement."""
     if span is None or not text or not span.line:
         return span
-    lines = text.split("\n")
+    lines = source_lines(text)
     if span.line > len(lines):
         return span
-    line = lines[span.line - 1]
-    m = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])").search(line, span.column - 1 + skip)
-    if m is None:
+    start = find_word(lines[span.line - 1], word, span.column - 1 + skip)
+    if start < 0:
         return span
-    return span.model_copy(update={"column": m.start() + 1, "end_line": span.line, "end_column": m.end() + 1})
+    return span.model_copy(update={"column": start + 1, "end_line": span.line, "end_column": start + len(word) + 1})
+
+
+def _is_name_char(ch: str) -> bool:
+    return ch.isascii() and (ch.isalnum() or ch == "_")
+
+
+def find_word(line: str, word: str, start: int = 0) -> int:
+    """Where `word` stands on its own (not inside a longer name) in `line` from `start`, or -1."""
+    i = line.find(word, start)
+    while i >= 0:
+        end = i + len(word)
+        if (i == 0 or not _is_name_char(line[i - 1])) and (end == len(line) or not _is_name_char(line[end])):
+            return i
+        i = line.find(word, i + 1)
+    return -1
+
+
+#: How many candidate names `did_you_mean` may compare in one check (see `suggestion_budget`).
+SUGGESTION_BUDGET = 2_000_000
+_budget = [SUGGESTION_BUDGET]
+
+
+def suggestion_budget(total: int = SUGGESTION_BUDGET) -> None:
+    """Reset the comparisons `did_you_mean` may still make. Each hint compares the name with
+    every candidate, so a spec with thousands of mistakes among thousands of names would
+    take quadratic time; `check` resets the budget, and once it is spent hints are left out
+    (the errors themselves are all reported)."""
+    _budget[0] = total
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None."""
-    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
+    choices = set(choices)
+    if len(choices) > _budget[0]:
+        return None
+    _budget[0] -= len(choices)
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def listing(names: Iterable[str], limit: int = 12) -> str:
+    """Names for a message, comma-separated, the first `limit` of many and how many in all."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names):,} in all)"

@@ -6,10 +6,9 @@ This is what the compiler, `show`, `graph` and the procedures read. It is produc
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-import networkx as nx
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .ir import Span
 
@@ -63,26 +62,48 @@ class CheckedNetwork(BaseModel):
     span: Span | None = None
     failed: tuple[str, ...] = ()  # bindings that had errors (so later errors do not pile up)
     _by_name: dict[str, GraphNode] | None = PrivateAttr(default=None)
+    _by_binding: dict[str, list[GraphNode]] | None = PrivateAttr(default=None)
+    _bindings_graph: Any = PrivateAttr(default=None)
 
     def node(self, name: str) -> GraphNode:
-        return self._index()[name]
-
-    def _index(self) -> dict[str, GraphNode]:
         if self._by_name is None:
             self._by_name = {n.name: n for n in self.nodes}
-        return self._by_name
+        return self._by_name[name]
+
+    def nodes_of(self, binding: str) -> list[GraphNode]:
+        """The nodes of one binding (or input), in order."""
+        if self._by_binding is None:
+            self._by_binding = {}
+            for n in self.nodes:
+                self._by_binding.setdefault(n.binding, []).append(n)
+        return self._by_binding.get(binding, [])
 
     def shape(self, binding: str) -> tuple[int, ...]:
         return self.node(self.bindings[binding]).shape
 
-    def digraph(self) -> nx.DiGraph:
+    def digraph(self):
         """A networkx view: nodes are node names with their GraphNode as `data`."""
+        import networkx as nx
         g = nx.DiGraph()
         for n in self.nodes:
             g.add_node(n.name, data=n)
             for i in n.inputs:
                 g.add_edge(i, n.name)
         return g
+
+    def binding_graph(self):
+        """A networkx view of the bindings (inputs included): an edge a -> b when b reads a."""
+        if self._bindings_graph is None:
+            import networkx as nx
+            g = nx.DiGraph()
+            g.add_nodes_from(dict.fromkeys(n.binding for n in self.nodes))
+            for n in self.nodes:
+                for i in n.inputs:
+                    a = self.node(i).binding
+                    if a != n.binding:
+                        g.add_edge(a, n.binding)
+            self._bindings_graph = g
+        return self._bindings_graph
 
 
 class Edge(BaseModel):
@@ -117,6 +138,8 @@ class Checked(BaseModel):
     trains: tuple[TrainSection, ...] = ()
     imports: dict[str, str] = {}  # alias -> resolved path
     warnings: tuple[str, ...] = ()
+    # alias -> the imported spec, checked (pictures draw the sources of matching edges with it)
+    imported: dict[str, "Checked"] = Field(default_factory=dict, exclude=True, repr=False)
 
     def params(self, network: str, trainable_only: bool = False) -> int:
         """Parameters a network uses, each module counted once."""
@@ -126,3 +149,42 @@ class Checked(BaseModel):
 
     def flops(self, network: str) -> int:
         return sum(n.flops for n in self.networks[network].nodes)
+
+
+class GatePath(NamedTuple):
+    """One path of a gate: the gate node, the path's index, the path's own nodes (those of
+    the gated binding that feed this input, in network order) and the bindings the path reads
+    (in the order a walk back from the gate meets them)."""
+
+    gate: GraphNode
+    index: int
+    nodes: tuple[GraphNode, ...]
+    sources: tuple[str, ...]
+
+    @property
+    def proxy(self) -> bool:
+        """Whether the path goes through a proxy (NetTailor's skip) rather than the block."""
+        return any(n.role == "proxy" for n in self.nodes)
+
+    @property
+    def flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+
+def gate_paths(net: CheckedNetwork) -> list[GatePath]:
+    """Every path of every gate of a network, gates in network order."""
+    out = []
+    for g in (n for n in net.nodes if n.op == "gate"):
+        for i, start in enumerate(g.inputs):
+            seen, sources, stack = set(), [], [start]
+            while stack:  # walk back from the gate's input until leaving the binding
+                n = net.node(stack.pop())
+                if n.binding != g.binding or n.op == "input":
+                    if n.binding not in sources:
+                        sources.append(n.binding)
+                elif n.name not in seen:
+                    seen.add(n.name)
+                    stack.extend(n.inputs)
+            nodes = tuple(n for n in net.nodes_of(g.binding) if n.name in seen)
+            out.append(GatePath(g, i, nodes, tuple(sources)))
+    return out

@@ -7,9 +7,14 @@ Each edge maps (source features S_m, target features T_n) to a per-sample loss [
   attention  attention transfer: || a(S) - a(T) ||^2 with a(F) = normalise(mean_c F^2)
   meta       L2T-ww: lambda * sum_c w_c * mean_hw (S_m - r(T_n))^2 with w = softmax(f(gap S_m)) and
              lambda = relu6(g(gap S_m)) from per-pair meta-networks (f zero-initialised, g's bias 1)
+
+The weightings' front-end entries (options, shape needs) are in `weightings.py`; each name
+there gets its module builder here through `register_edge`.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,14 +89,22 @@ class MetaEdge(nn.Module):
         return lam * (w * d).sum(1)
 
 
+EDGES: dict[str, Callable[[Edge], nn.Module]] = {}
+
+
+def register_edge(weighting: str, build: Callable[[Edge], nn.Module]) -> None:
+    """Attach the module of a weighting of `weightings.WEIGHTINGS` (registering again replaces it)."""
+    EDGES[weighting] = build
+
+
 def build_edge(edge: Edge) -> nn.Module:
-    cs, ct = edge.source_shape[0], edge.target_shape[0]
-    if edge.weighting == "l2":
-        return L2Edge()
-    if edge.weighting == "fitnet":
-        return FitNetEdge(cs, ct)
-    if edge.weighting == "attention":
-        return AttentionEdge()
-    if edge.weighting == "meta":
-        return MetaEdge(cs, ct, edge.options.get("hidden", 0))
-    raise KeyError(f"unknown weighting '{edge.weighting}'")
+    """The module of one checked matching edge."""
+    if edge.weighting not in EDGES:
+        raise KeyError(f"weighting '{edge.weighting}' has no edge module; register one with register_edge")
+    return EDGES[edge.weighting](edge)
+
+
+register_edge("l2", lambda e: L2Edge())
+register_edge("fitnet", lambda e: FitNetEdge(e.source_shape[0], e.target_shape[0]))
+register_edge("attention", lambda e: AttentionEdge())
+register_edge("meta", lambda e: MetaEdge(e.source_shape[0], e.target_shape[0], e.options.get("hidden", 0)))

@@ -1,16 +1,11 @@
-"""The torch side of the op table: a module or a function for every op, the gate, the proxy,
-and frozen batch-norm. The compiler calls `build(module_decl)` and `function(node)`."""
+"""The modules of the language that torch lacks: NetTailor's gate and proxy, and frozen
+batch-norm (with `freeze`/`unfreeze`). `lowerings.py` maps op names to them."""
 
 from __future__ import annotations
 
-import operator
-from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-from .graph import GraphNode, Module
 
 
 class Gate(nn.Module):
@@ -86,80 +81,3 @@ def unfreeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(True)
     return module
-
-
-def _batchnorm(s, a):
-    return nn.BatchNorm2d(s[0]) if len(s) == 3 else nn.BatchNorm1d(s[0])
-
-
-BUILDERS: dict[str, Callable[[tuple, dict], nn.Module]] = {
-    "conv": lambda s, a: nn.Conv2d(s[0], a["out"], a["k"], a["stride"], a["pad"], groups=a["groups"], bias=a["bias"]),
-    "linear": lambda s, a: nn.Linear(s[-1], a["out"], bias=a["bias"]),
-    "batchnorm": _batchnorm,
-    "layernorm": lambda s, a: nn.LayerNorm(s[-1]),
-    "dropout": lambda s, a: nn.Dropout(a["p"]),
-    "proxy": lambda s, a: Proxy(s[0], a["c"], a["stride"]),
-    "gate": lambda s, a: Gate(len(a["init"]), a["init"]),
-}
-
-
-def register_builder(op: str, build: Callable[[tuple, dict], nn.Module]) -> None:
-    """Give an op registered through `assembler.ops.register_op` its module constructor."""
-    BUILDERS[op] = build
-
-
-def build(decl: Module) -> nn.Module:
-    if decl.op not in BUILDERS:
-        raise KeyError(f"op '{decl.op}' has no module constructor; register one with register_builder")
-    m = BUILDERS[decl.op](decl.in_shape, decl.args)
-    return m if decl.trainable else freeze(m)
-
-
-def gap(x: torch.Tensor) -> torch.Tensor:
-    """Global average pool over H and W, flattened to [N, C]."""
-    return x.mean(dim=(-2, -1))
-
-
-def add(*xs: torch.Tensor) -> torch.Tensor:
-    out = xs[0]
-    for x in xs[1:]:
-        out = out + x
-    return out
-
-
-def mul(*xs: torch.Tensor) -> torch.Tensor:
-    out = xs[0]
-    for x in xs[1:]:
-        out = out * x
-    return out
-
-
-def function(node: GraphNode) -> tuple[Any, tuple, dict]:
-    """(callable, extra args, kwargs) for an op without a module; inputs come first."""
-    a = node.args
-    op = node.op
-    if op == "relu":
-        return torch.relu, (), {}
-    if op == "gelu":
-        return F.gelu, (), {}
-    if op == "sigmoid":
-        return torch.sigmoid, (), {}
-    if op == "tanh":
-        return torch.tanh, (), {}
-    if op == "softmax":
-        return torch.softmax, (), {"dim": a["dim"] + 1 if a["dim"] >= 0 else a["dim"]}
-    if op == "maxpool":
-        return F.max_pool2d, (a["k"], a["stride"] or a["k"], a["pad"]), {}
-    if op == "avgpool":
-        return F.avg_pool2d, (a["k"], a["stride"] or a["k"], a["pad"]), {}
-    if op == "gap":
-        return gap, (), {}
-    if op == "flatten":
-        return torch.flatten, (1,), {}
-    if op == "upsample":
-        return F.interpolate, (), {"scale_factor": float(a["scale"]), "mode": a["mode"]}
-    if op == "add":
-        return (operator.add if len(node.inputs) == 2 else add), (), {}
-    if op == "mul":
-        return (operator.mul if len(node.inputs) == 2 else mul), (), {}
-    raise KeyError(f"op '{op}' has no function")

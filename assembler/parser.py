@@ -1,5 +1,9 @@
-"""Text -> syntax IR. The grammar is loaded once (LALR, positions on); Lark's errors are
-translated into `ParseError`s at this boundary, in words a user knows."""
+"""Text -> syntax IR. The grammar is loaded once (LALR, contextual lexer, positions on).
+
+Valid text takes the fast path (fastparse.py, a hand-written parser that builds the same
+IR); anything else is parsed with Lark, whose errors are translated into `ParseError`s
+(parse_errors.py) at this boundary.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,26 @@ from functools import lru_cache
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedInput, VisitError
 
-from . import ir
+from . import fastparse, ir
 from .errors import CheckError, Diagnostic, ParseError, SpecError
+from .lexer import KEYWORDS, MAX_DIGITS, MAX_NESTING, unquote
 
-KEYWORDS = frozenset(
-    "use as block shared frozen trainable adapter network match train skips return in true false".split()
-)
-
-_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
+__all__ = ["KEYWORDS", "parse", "parse_fragment"]
 
 
 class _Continuations:
-    """Post-lexer: newlines inside brackets do not end a statement; runs of newlines are one.
+    """Post-lexer: newlines inside brackets do not end a statement; runs of newlines are one;
+    lists and calls nested more than MAX_NESTING deep are a located error.
 
     (A newline before `->` never reaches here: the `_ARROW` terminal swallows it.)"""
 
     always_accept = ("_NL",)
+    source: tuple[str, str] = ("<spec>", "")  # (filename, text) of the parse under way
 
     def process(self, stream):
-        depth = 0
-        last_nl = True  # drop newlines at the start of the file
+        depth, nesting, last_nl, prev = 0, [], True, None  # last_nl: drop newlines at the start
         for tok in stream:
             kind = tok.type
             if kind == "_NL":
@@ -41,8 +43,13 @@ class _Continuations:
                 last_nl = False
                 if kind in ("LPAR", "LSQB"):
                     depth += 1
+                    nesting.append(kind == "LSQB" or prev == "NAME")  # a list or a call: one level deeper
+                    if sum(nesting) > MAX_NESTING:
+                        raise _too_deep(*self.source, tok)
                 elif kind in ("RPAR", "RSQB") and depth:
                     depth -= 1
+                    nesting.pop()
+            prev = kind
             yield tok
 
 
@@ -80,6 +87,7 @@ class _Collector:
 
 
 _collector = _Collector()
+_postlexer = _Continuations()
 
 
 @lru_cache(maxsize=None)
@@ -90,7 +98,7 @@ def _lark() -> Lark:
         lexer="contextual",
         propagate_positions=True,
         maybe_placeholders=True,
-        postlex=_Continuations(),
+        postlex=_postlexer,
         lexer_callbacks={"COMMENT": _collector.comment, "_ARROW": _collector.arrow},
         cache=False,
     )
@@ -101,14 +109,29 @@ def parse(text: str, filename: str = "<spec>") -> ir.Spec:
     values that cannot be right, such as a shape with a zero)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    _collector.comments = []
     collecting = gc.isenabled()
     gc.disable()  # the parse allocates many small objects and no cycles: GC passes only cost
+    try:
+        try:
+            spec, comments = fastparse.parse(text, filename)
+        except fastparse.Fallback:
+            spec, comments = _parse_with_lark(text, filename)
+    finally:
+        if collecting:
+            gc.enable()
+    return spec.model_copy(update={"comments": tuple(comments), "text": text})
+
+
+def _parse_with_lark(text: str, filename: str) -> tuple[ir.Spec, list]:
+    """The full parser: every syntax error of the language is found and located here."""
+    from .parse_errors import translate
+    _collector.comments = []
+    _postlexer.source = (filename, text)
     try:
         tree = _lark().parse(text)
         spec = _ToIR(filename, text).transform(tree)
     except UnexpectedInput as e:
-        raise _translate(e, text, filename) from None
+        raise translate(e, text, filename) from None
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
@@ -117,16 +140,14 @@ def parse(text: str, filename: str = "<spec>") -> ir.Spec:
         raise
     except RecursionError:
         raise _too_deep(filename, text) from None
-    finally:
-        if collecting:
-            gc.enable()
-    comments = tuple(_collector.comments)
-    return spec.model_copy(update={"comments": comments, "text": text})
+    return spec, _collector.comments
 
 
-def _too_deep(filename: str, text: str) -> ParseError:
-    return ParseError(Diagnostic("the spec nests brackets, lists or merges too deeply to read", filename,
-                                 hint="split deeply nested expressions into separate bindings", source=text))
+def _too_deep(filename: str, text: str, tok: Token | None = None) -> ParseError:
+    where = (tok.line, tok.column) if tok is not None else (0, 0)
+    return ParseError(Diagnostic(f"the spec nests lists, merges or calls more than {MAX_NESTING} levels deep",
+                                 filename, *where, hint="split deeply nested expressions into separate bindings",
+                                 source=text))
 
 
 def parse_fragment(text: str, rule: str = "chain", filename: str = "<fragment>"):
@@ -142,189 +163,7 @@ def parse_fragment(text: str, rule: str = "chain", filename: str = "<fragment>")
 
 
 # ---------------------------------------------------------------------------------------------
-# Lark exceptions -> ParseError
-
-
-_WORDS = {
-    "_NL": "the end of the line",
-    "$END": "the end of the file",
-    "_ARROW": "'->'",
-    "NAME": "a name",
-    "STRING": "a string",
-    "SIGNED_NUMBER": "a number",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "LSQB": "'['",
-    "RSQB": "']'",
-    "LBRACE": "'{'",
-    "RBRACE": "'}'",
-    "COMMA": "','",
-    "COLON": "':'",
-    "EQUAL": "'='",
-    "DOT": "'.'",
-    "STAR": "'*'",
-    "MODIFIER": "'frozen', 'trainable' or 'adapter'",
-    "ELEMENT_MOD": "'frozen' or 'trainable'",
-    "FROZEN": "'frozen'",
-}
-
-
-def _word(terminal: str) -> str:
-    if terminal in _WORDS:
-        return _WORDS[terminal]
-    if terminal.lower() in KEYWORDS:
-        return f"'{terminal.lower()}'"
-    if terminal == "__ANON_0" or terminal.startswith("__"):
-        return "'..'"
-    return terminal.lower()
-
-
-_ORDER = ["NAME", "SIGNED_NUMBER", "STRING", "LSQB", "LPAR", "_ARROW", "EQUAL", "COMMA", "COLON", "DOT", "RPAR", "RSQB", "LBRACE", "RBRACE", "_NL", "$END"]
-
-
-def _expected(terms) -> str:
-    terms = {t for t in terms if t not in ("WS", "COMMENT")}
-    if {"MODIFIER", "ELEMENT_MOD", "FROZEN"} & terms:
-        terms -= {"MODIFIER", "ELEMENT_MOD", "FROZEN"}
-    words = []
-    for t in sorted(terms, key=lambda t: (_ORDER.index(t) if t in _ORDER else len(_ORDER) - 2.5, t)):
-        w = _word(t)
-        if w not in words:
-            words.append(w)
-    if len(words) > 6:
-        words = words[:5] + ["..."]
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _describe(tok: Token) -> str:
-    if tok.type == "_NL":
-        return "end of the line"
-    if tok.type == "$END":
-        return "end of the file"
-    if tok.type == "_ARROW":
-        return "'->'"
-    value = str(tok.value)
-    if tok.type == "NAME" or value in KEYWORDS:
-        return f"'{value}'"
-    return repr(value) if tok.type == "STRING" else f"'{value}'"
-
-
-def _translate(e: UnexpectedInput, text: str, filename: str) -> ParseError:
-    line, column = e.line, e.column
-    hint = None
-    width = 1
-    if isinstance(e, UnexpectedToken):
-        tok = e.token
-        expected = set(e.accepts or e.expected) if hasattr(e, "accepts") else set(e.expected)
-        if tok.type == "$END":
-            line, column = _end_position(text)
-            msg = f"unexpected end of the file; expected {_expected(expected)}"
-            hint = _unclosed_hint(text)
-        elif tok.type == "_ARROW" and tok.value != "->":
-            # the arrow token started at a newline: point at the arrow itself
-            offset = tok.value.rindex("->")
-            before = tok.value[:offset]
-            line = tok.line + before.count("\n")
-            column = (len(before) - before.rfind("\n")) if "\n" in before else tok.column + offset
-            width = 2
-            msg = f"unexpected '->'; expected {_expected(expected)}"
-        else:
-            width = max(1, len(str(tok.value))) if tok.type != "_NL" else 1
-            msg = f"unexpected {_describe(tok)}; expected {_expected(expected)}"
-            before = _word_before(text, line, column)
-            if tok.type != "NAME" and str(tok.value) in KEYWORDS and "NAME" in expected:
-                msg = f"'{tok.value}' is a keyword and cannot be used as a name"
-                hint = "choose another name"
-            elif str(tok.value) == "=" and before and before[0] in KEYWORDS:
-                word, line, column = before
-                width = len(word)
-                msg = f"'{word}' is a keyword and cannot be used as a name"
-                hint = "choose another name"
-            elif any(t in expected for t in ("RPAR", "RSQB")):
-                hint = _unclosed_hint(text[: _offset(text, line, column)])
-    elif isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
-        msg = f"unexpected character {ch!r}"
-        if ch == '"':
-            msg = "unterminated string"
-            hint = "close the string with '\"' on the same line"
-
-    elif isinstance(e, UnexpectedEOF):
-        line, column = _end_position(text)
-        msg = f"unexpected end of the file; expected {_expected(e.expected)}"
-    else:  # pragma: no cover - lark has no other kinds
-        msg = str(e)
-    return ParseError(Diagnostic(msg, filename, line, column, width, hint, text))
-
-
-def _word_before(text: str, line: int, column: int) -> tuple[str, int, int] | None:
-    """The word just before a position on the same line, with its line and column."""
-    row = text.split("\n")[line - 1] if line <= text.count("\n") + 1 else ""
-    m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", row[: column - 1])
-    return (m.group(1), line, m.start(1) + 1) if m else None
-
-
-def _offset(text: str, line: int, column: int) -> int:
-    lines = text.splitlines(keepends=True)
-    return sum(len(x) for x in lines[: line - 1]) + column - 1
-
-
-def _end_position(text: str) -> tuple[int, int]:
-    lines = text.splitlines()
-    if not lines:
-        return 1, 1
-    return len(lines), len(lines[-1]) + 1
-
-
-def _unclosed_hint(text: str) -> str | None:
-    """Which bracket is still open at the end of `text` (strings and comments skipped)."""
-    stack: list[tuple[str, int, int]] = []
-    line, col = 1, 0
-    in_string = in_comment = False
-    pairs = {")": "(", "]": "[", "}": "{"}
-    prev = ""
-    for ch in text:
-        col += 1
-        if ch == "\n":
-            line, col, in_comment, in_string = line + 1, 0, False, False
-        elif in_comment:
-            pass
-        elif in_string:
-            if ch == '"' and prev != "\\":
-                in_string = False
-        elif ch == "#":
-            in_comment = True
-        elif ch == '"':
-            in_string = True
-        elif ch in "([{":
-            stack.append((ch, line, col))
-        elif ch in ")]}" and stack and stack[-1][0] == pairs[ch]:
-            stack.pop()
-        prev = ch
-    if stack:
-        ch, l, c = stack[-1]
-        return f"the '{ch}' at line {l}, column {c} is never closed"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
 # Parse tree -> IR
-
-
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.S)
-_SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
-
-
-def _unquote(s: str) -> str:
-    r"""A string literal's value: backslash escapes \\ \" \n \r \t \xNN \uNNNN."""
-    def one(m):
-        e = m.group(1)
-        if e[0] in "xu" and len(e) > 1:
-            return chr(int(e[1:], 16))
-        return _SIMPLE.get(e, e if e in '\\"' else "\\" + e)  # unknown escapes keep their backslash
-    return _ESCAPE.sub(one, s[1:-1])
 
 
 @v_args(meta=True)
@@ -358,7 +197,7 @@ class _ToIR(Transformer):
         return ir.Spec.model_construct(items=tuple(items), filename=self.filename, span=self._span(meta))
 
     def use(self, meta, c):
-        return ir.Use.model_construct(path=_unquote(c[0]), alias=str(c[1]), span=self._span(meta))
+        return ir.Use.model_construct(path=unquote(c[0]), alias=str(c[1]), span=self._span(meta))
 
     def block_pipe(self, meta, c):
         name, params, pipe = c
@@ -461,11 +300,15 @@ class _ToIR(Transformer):
 
     def number(self, meta, c):
         text = str(c[0])
+        if len(text) > MAX_DIGITS:
+            raise self._error(f"this number has {len(text):,} characters, more than a spec reads ({MAX_DIGITS:,})",
+                              self._span(meta), hint="numbers in a spec are sizes, rates and seeds: write a "
+                              "smaller one")
         value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         return ir.Number.model_construct(value=value, text=text, span=self._span(meta))
 
     def string(self, meta, c):
-        return ir.String.model_construct(value=_unquote(str(c[0])), span=self._span(meta))
+        return ir.String.model_construct(value=unquote(str(c[0])), span=self._span(meta))
 
     def true(self, meta, c):
         return ir.Bool.model_construct(value=True, span=self._span(meta))

@@ -186,7 +186,7 @@ def _statement(node) -> str:
 def format_expr(e) -> str:
     """The canonical text of an expression, chain or pipe."""
     if isinstance(e, ir.Chain):
-        parts = [] if e.source is None else [_source(e.source)]
+        parts = [] if e.source is None else [format_expr(e.source)]  # (a -> b) -> c reads as a -> b -> c
         parts += [_element(x) for x in e.elements]
         return " -> ".join(parts)
     if isinstance(e, ir.Number):
@@ -206,12 +206,6 @@ def format_expr(e) -> str:
     if isinstance(e, ir.Element):
         return _element(e)
     raise TypeError(f"cannot print {type(e).__name__}")
-
-
-def _source(src) -> str:
-    if isinstance(src, ir.Chain) and src.elements:
-        return format_expr(src)  # (a -> b) -> c reads the same as a -> b -> c
-    return format_expr(src)
 
 
 def _element(el: ir.Element) -> str:

@@ -12,7 +12,11 @@ from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from . import ir
+from . import signature
 from .errors import Diagnostic, SpecError, diagnostic, did_you_mean
+from .signature import BindError
+from .signature import fraction as _fraction, non_negative as _non_negative, one_of as _one_of
+from .signature import positive as _positive
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,40 @@ class Plugin:
     validate: str | Callable | None = None  # procedure: "module:function" (or the function) checking
     # its arguments against the checked networks, torch-free, run by `check`: see assembler.checks
 
+    def available(self) -> bool:
+        """Whether an implementation is attached or its loader's module exists (found on the
+        import path without importing it: checking never imports the training code)."""
+        if self.implementation is not None:
+            return True
+        if not self.loader:
+            return False
+        return _module_exists(self.loader.partition(":")[0])
+
     def resolve(self) -> Any:
         if self.implementation is None and self.loader:
             import importlib
             module, _, attr = self.loader.partition(":")
             self.implementation = getattr(importlib.import_module(module), attr)
         return self.implementation
+
+
+def _module_exists(dotted: str) -> bool:
+    """Whether module `dotted` (under this package) can be found, without importing it or
+    the packages between (whose `__init__` could import torch)."""
+    from importlib.machinery import PathFinder
+    from pathlib import Path
+    parts = dotted.split(".")
+    if parts[0] != __package__:
+        return False
+    path = [str(Path(__file__).resolve().parent)]
+    for i, part in enumerate(parts[1:], 1):
+        found = PathFinder.find_spec(part, path)
+        if found is None:
+            return False
+        path = list(found.submodule_search_locations or [])
+        if i < len(parts) - 1 and not path:
+            return False
+    return True
 
 
 REGISTRY: dict[str, dict[str, Plugin]] = {"procedure": {}, "data": {}, "optimizer": {}, "schedule": {}}
@@ -93,27 +125,9 @@ def plugins(kind: str) -> dict[str, Plugin]:
     return REGISTRY[kind]
 
 
-def _positive(v):
-    return None if v > 0 else "must be positive"
-
-
-def _non_negative(v):
-    return None if v >= 0 else "must not be negative"
-
-
-def _fraction(v):
-    return None if 0 <= v <= 1 else "must be in [0, 1]"
-
-
 def _device(v):
     import re
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else 'must be "auto", "cpu", "cuda" or "cuda:N"'
-
-
-def _one_of(*choices):
-    def check(v):
-        return None if v in choices else "must be " + " or ".join(f'"{c}"' for c in choices)
-    return check
 
 
 P = Param
@@ -332,8 +346,8 @@ def _setting(key: str, expr, t: ir.Train, scope: SectionScope) -> Any:
         v = plain(expr)
         if not isinstance(v, int) or isinstance(v, bool):
             raise _Bad(f"setting '{key}' must be a whole number, got {_show(v)}", expr.span)
-        if spec.check and (p := spec.check(v)):
-            raise _Bad(f"setting '{key}' {p}, got {v}", expr.span)
+        if p := signature.in_range(v) or (spec.check and spec.check(v)):
+            raise _Bad(f"setting '{key}' {p}, got {_show(v)}", expr.span)
         return v
     if spec.kind == "str":
         v = plain(expr)
@@ -365,35 +379,42 @@ def call(expr, kind: str, scope: SectionScope) -> dict:
         raise _Bad(f"unknown {kind} '{name}'", span,
                    hint=did_you_mean(name, table) or f"known: {', '.join(sorted(table))}")
     plugin = table[name]
-    bound: dict[str, Any] = {}
     names = [p.name for p in plugin.params]
-    for i, a in enumerate(args):
-        if a.name is None:
-            if i >= plugin.positional:
-                raise _Bad(f"{kind} '{name}' takes its arguments by name", a.span,
-                           hint=f"write {names[i] if i < len(names) else 'name'}=..." if names else None)
-            pname = names[i]
-        else:
-            pname = a.name
-            if pname not in names:
-                raise _Bad(f"{kind} '{name}' has no setting '{pname}'", a.span,
-                           hint=did_you_mean(pname, names) or (f"it takes: {', '.join(names)}" if names else
-                                                              "it takes no settings"))
-        if pname in bound:
-            raise _Bad(f"setting '{pname}' of '{name}' is given twice", a.span)
-        param = plugin.params[names.index(pname)]
-        bound[pname] = _typed(plain(a.value), param, f"'{pname}' of {name}", a.value.span, scope)
+    try:
+        given = signature.bind(names, [(a.name, a) for a in args], positional=plugin.positional,
+                               required=[p.name for p in plugin.params if p.required])
+    except BindError as e:
+        raise _bind_error(e, kind, name, names, plugin, args, expr) from None
+    bound: dict[str, Any] = {}
     for p in plugin.params:
-        if p.name not in bound:
-            if p.required:
-                raise _Bad(f"{kind} '{name}' needs the setting '{p.name}'", expr.span,
-                           hint=p.doc or None)
+        if p.name in given:
+            a = given[p.name]
+            bound[p.name] = _typed(plain(a.value), p, f"'{p.name}' of {name}", a.value.span, scope)
+        else:
             bound[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
     return {"name": name, "args": bound}
 
 
+def _bind_error(e: BindError, kind: str, name: str, names: list[str], plugin: Plugin, args, expr) -> "_Bad":
+    at = args[e.index].span if e.index is not None else expr.span
+    if e.kind in ("too_many", "after_keyword"):
+        i = e.index
+        return _Bad(f"{kind} '{name}' takes its arguments by name", at,
+                    hint=f"write {names[i] if i < len(names) else 'name'}=..." if names else None)
+    if e.kind == "unknown":
+        return _Bad(f"{kind} '{name}' has no setting '{e.name}'", at,
+                    hint=did_you_mean(e.name, names) or (f"it takes: {', '.join(names)}" if names else
+                                                         "it takes no settings"))
+    if e.kind == "twice":
+        return _Bad(f"setting '{e.name}' of '{name}' is given twice", at)
+    doc = plugin.params[names.index(e.name)].doc
+    return _Bad(f"{kind} '{name}' needs the setting '{e.name}'", expr.span, hint=doc or None)
+
+
 def _typed(v, p: Param, what: str, span, scope: SectionScope):
     k = p.kind
+    if k in ("int", "float", "ints") and (problem := signature.in_range(v)):
+        raise _Bad(f"{what} {problem}, got {_show(v)}", span)
     if k == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
         v = float(v)
     elif k == "int" and isinstance(v, int) and not isinstance(v, bool):
@@ -423,7 +444,7 @@ def _typed(v, p: Param, what: str, span, scope: SectionScope):
         if k == "names" and isinstance(v, list) and all(isinstance(x, str) for x in v):
             hint = f"write {p.name}=[{', '.join(map(str, v))}] (names, not strings)"
         raise _Bad(f"{what} must be {_KIND_WORDS[k]}, got {_show(v)}", span, hint=hint)
-    if p.check and (problem := p.check(v)):
+    if problem := signature.in_range(v) or (p.check and p.check(v)):
         raise _Bad(f"{what} {problem}, got {_show(v)}", span)
     return v
 
@@ -434,17 +455,13 @@ _KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or fa
 
 
 def _show(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
     if isinstance(v, _Name):
         return f"the name '{v}'"
-    if isinstance(v, str):
-        return f'"{v}"'
     if isinstance(v, dict):
         return f"the call {v['name']}(...)"
     if isinstance(v, list):
         return "[" + ", ".join(_show(x) for x in v) + "]"
-    return repr(v)
+    return signature.show(v)
 
 
 def unimplemented(settings: dict) -> list[str]:
@@ -452,11 +469,6 @@ def unimplemented(settings: dict) -> list[str]:
     names = []
     for key in ("procedure",):
         value = settings.get(key)
-        if isinstance(value, dict):
-            plugin = plugins("procedure")[value["name"]]
-            try:
-                if plugin.resolve() is None:
-                    names.append(value["name"])
-            except (ImportError, AttributeError):
-                names.append(value["name"])
+        if isinstance(value, dict) and not plugins("procedure")[value["name"]].available():
+            names.append(value["name"])
     return names

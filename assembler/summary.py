@@ -4,26 +4,48 @@ checked IR (and, for `learned_weights`, an Assembly's learned gate alphas)."""
 
 from __future__ import annotations
 
+import math
+
 
 def fmt_count(n: int) -> str:
     return f"{n:,}"
 
 
 def fmt_flops(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    """`1.23 M` (then the caller's unit); integer arithmetic, so that no count overflows."""
+    for unit, size in (("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= size:
-            return f"{n / size:.2f} {unit}"
+            whole, part = divmod(n * 100 // size, 100)
+            return f"{whole:,}.{part:02d} {unit}"
     return f"{n} "
 
 
+def fmt_bytes(n: int) -> str:
+    """`284 KB`, `1.5 GB`: a size in bytes (powers of 1024), integer arithmetic."""
+    for unit, size in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            whole, part = divmod(n * 10 // size, 10)
+            return f"{whole:,}.{part} {unit}" if whole < 100 else f"{whole:,} {unit}"
+    return f"{n} B"
+
+
+#: Bytes of one number of the compiled networks (float32).
+BYTES_PER_NUMBER = 4
+
+
 def network_summary(checked, name: str) -> dict:
+    """Per network: inputs, outputs, parameters (all and trainable), FLOPs, the bytes of its
+    weights and of the values one sample computes (float32), and each binding's shape."""
     net = checked.networks[name]
+    params = checked.params(name)
     return {
         "inputs": {k: list(v) for k, v in net.inputs.items()},
         "outputs": list(net.outputs),
-        "params": checked.params(name),
+        "params": params,
         "trainable": checked.params(name, trainable_only=True),
         "flops": checked.flops(name),
+        "param_bytes": params * BYTES_PER_NUMBER,
+        "activation_bytes": sum(math.prod(n.shape) for n in net.nodes if n.op != "identity") * BYTES_PER_NUMBER,
         "bindings": {b: list(net.node(n).shape) for b, n in net.bindings.items() if b not in net.inputs},
     }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 import assembler
 from assembler.errors import CheckpointError
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+from conftest import SPECS
 
 
 class HandCNN(nn.Module):

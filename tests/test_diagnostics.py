@@ -17,6 +17,7 @@ strict xfail fails, and the entry must be removed from XFAIL.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -28,9 +29,8 @@ from assembler import resolve
 from assembler.cli import main
 from assembler.errors import SpecError
 
-HERE = Path(__file__).resolve().parent
-GOLDEN = HERE / "golden"
-SPECS = HERE.parent / "specs" / "digits"
+from conftest import GOLDEN, SPECS
+
 UPDATE = os.environ.get("UPDATE_GOLDEN", "") not in ("", "0")
 
 CASES = sorted(p.stem for p in GOLDEN.glob("*.net"))
@@ -42,8 +42,6 @@ XFAIL = {
     # -- errors lost or invented ---------------------------------------------------------------
     # -- a Python exception instead of a diagnostic ----------------------------------------------
     # -- accepted although wrong ---------------------------------------------------------------
-    "template_unused_unknown_op": "an unknown op in a template that no network uses is accepted",
-    "shared_unused_unknown_op": "an unknown op in a shared module that no network uses is accepted",
     "backdistill_at_not_adapter": "backdistill(at=y) is accepted although 'y' is not an adapter",
 }
 
@@ -231,3 +229,21 @@ def test_bad_use_path_is_a_spec_error(path, error, tmp_path):
     with pytest.raises(SpecError) as info:
         assembler.check(assembler.parse(text, str(tmp_path / "bad_use.net")))
     assert info.value.line == 1
+
+
+def test_independent_mistakes_are_all_reported(monkeypatch):
+    """Five mistakes that do not depend on each other (two in one chain) give five errors."""
+    monkeypatch.chdir(GOLDEN)
+    with pytest.raises(SpecError) as info:
+        assembler.check(resolve.read("five_independent_errors.net"))
+    assert [d.line for d in info.value.diagnostics] == [2, 2, 4, 8, 11]
+
+
+def test_cli_check_json_has_one_shape(runner, monkeypatch):
+    monkeypatch.chdir(GOLDEN)
+    for files in (["undefined_name.net"], ["undefined_name.net", str(SPECS / "source.net")]):
+        r = runner.invoke(main, ["check", "--json", *files])
+        data = json.loads(r.stdout)
+        assert r.exit_code == 1 and data["ok"] is False and [f["file"] for f in data["files"]] == files
+        assert data["files"][0]["diagnostics"][0]["line"] == 3
+        assert all(set(f) >= {"file", "ok", "diagnostics"} for f in data["files"])

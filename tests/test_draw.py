@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ import assembler
 from assembler import draw
 from assembler.graph import Checked, CheckedNetwork, GraphNode, Module
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+from conftest import SPECS
 NS = {"s": "http://www.w3.org/2000/svg"}
 ALPHAS = {"student.c1.gate": [0.8, 0.2], "student.c2.gate": [0.6, 0.1, 0.3],
           "student.c3.gate": [0.05, 0.15, 0.5, 0.3], "student.c4.gate": [0.7, 0.05, 0.05, 0.2]}
@@ -129,7 +128,9 @@ def test_matching_edges_are_dashed_and_weighted(specs):
     widths = [float(e.get("stroke-width")) for e in edges]
     assert widths == sorted(widths) and len(set(widths)) == 12
     assert "meta" in "".join(root.itertext())
-    assert {b for n, b in _boxes(root) if n == "src"} == {"c2", "c3", "c4"}
+    assert {b for n, b in _boxes(root) if n == "src"} == {"x", "c1", "c2", "c3", "c4", "logits"}
+    stubs = _svg(checked.model_copy(update={"imported": {}}), ["src", "tgt"])  # without the imported spec
+    assert {b for n, b in _boxes(stubs) if n == "src"} == {"c2", "c3", "c4"}
     dot = draw.to_dot(checked, ["src", "tgt"])
     assert dot.count("style=dashed") == 12 and '"src.c3" -> "tgt.b2"' in dot
 
@@ -159,3 +160,24 @@ def test_text_is_escaped():
     dot = draw.to_dot(checked, [bad])
     assert '"a<&>\\"b\\\\.a<&>\\"b\\\\"' in dot  # the node id: quote and backslash escaped
     assert '"' not in re.sub(r'"(?:[^"\\]|\\.)*"', "", dot)  # every quoted string is closed
+
+
+def test_an_import_reached_by_matching_edges_is_drawn_whole(tmp_path, monkeypatch):
+    """`graph l2tww.net` shows the imported source network beside the target, with every
+    matching edge between them; `-n src` draws the import alone."""
+    from click.testing import CliRunner
+
+    from assembler.cli import main
+    checked = assembler.check(assembler.load(SPECS / "l2tww.net"))
+    assert draw.default_networks(checked) == ["src", "tgt"]
+    root = _svg(checked, draw.default_networks(checked))
+    boxes = _boxes(root)
+    assert {b for n, b in boxes if n == "src"} == {"x", "c1", "c2", "c3", "c4", "logits"}
+    assert all("frozen" in boxes[("src", b)].get("class") for b in ("c1", "c2", "c3", "c4"))
+    assert len(root.findall(".//s:path[@class='match']", NS)) == 12
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["graph", str(SPECS / "l2tww.net"), "-n", "src", "-o", "src.svg"])
+    assert r.exit_code == 0, r.output
+    assert 'data-network="src" data-binding="c3"' in (tmp_path / "src.svg").read_text()
+    r = CliRunner().invoke(main, ["graph", str(SPECS / "l2tww.net"), "-n", "nope", "-o", "x.svg"])
+    assert r.exit_code == 1 and "no network 'nope'" in r.output

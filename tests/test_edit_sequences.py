@@ -12,6 +12,7 @@ from assembler.errors import SpecError
 from assembler.testing.checks import assert_compiles
 from assembler.testing.sequences import apply, propose
 from assembler.testing.strategies import specs
+from assembler.verify import verify
 
 
 class EditMachine(RuleBasedStateMachine):
@@ -35,7 +36,7 @@ class EditMachine(RuleBasedStateMachine):
 
     @invariant()
     def valid_and_round_trips(self):
-        assembler.check(self.spec)
+        verify(assembler.check(self.spec))
         text = assembler.format(self.spec)
         assert assembler.parse(text) == self.spec
         assert assembler.format(assembler.parse(text)) == text

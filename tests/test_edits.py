@@ -3,7 +3,6 @@ result is valid and round-trips through the formatter."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,9 @@ import assembler
 from assembler import edits
 from assembler.errors import SpecError
 from assembler.testing.checks import assert_compiles, assert_same_function
+from assembler.verify import verify
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+from conftest import SPECS
 SOURCE = assembler.load(SPECS / "source.net")
 NODES = ["x", "c1", "c2", "c3", "c4"]
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,6 +71,7 @@ def test_skips_then_pruning_every_proxy_keeps_the_function(k, data):
         if gate is not None:
             proxies += [f"{st_.name}.in{i}" for i in range(1, len(edits._paths(gate)))]
     pruned, keymap, gates = edits.prune_with_map(skipped, "cnn", proxies)
+    verify(assembler.check(pruned))
     assert assembler.format(pruned).split("\ntrain ")[0] == assembler.format(SOURCE).split("\ntrain ")[0]
     assert_same_function(SOURCE, pruned, "cnn", prepare=randomise_batchnorm)
 
@@ -94,6 +95,7 @@ def test_pruning_zero_weight_paths_keeps_the_function(data):
                 asm.modules[f"cnn.{b}.gate"].logits[int(i)] = float("-inf")
 
     pruned, keymap, gates = edits.prune_with_map(skipped, "cnn", removed)
+    verify(assembler.check(pruned))
     round_trips(pruned)
     assert_same_function(skipped, pruned, "cnn", keymap=keymap, gates=gates, prepare=zero_removed)
 

@@ -8,16 +8,16 @@ import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import assembler
 from assembler.cli import main
+from assembler.verify import VerifyError, verify
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "design" / "examples"
+from conftest import ROOT, SHARED, SPECS
+
 FILES = sorted(ROOT.glob("specs/**/*.net")) + sorted(SHARED.glob("*.net"))
 
 
@@ -25,6 +25,7 @@ FILES = sorted(ROOT.glob("specs/**/*.net")) + sorted(SHARED.glob("*.net"))
 def test_every_spec_checks_and_round_trips(path, monkeypatch):
     monkeypatch.chdir(path.parent)
     spec = assembler.load(path.name)
+    verify(assembler.check(spec))
     text = assembler.format(spec)
     again = assembler.parse(text, path.name)
     assert again == spec
@@ -55,8 +56,11 @@ def test_check_prints_a_summary_per_network(monkeypatch):
     assert "network student(x: [1, 8, 8]) -> logits: 72,706 params (12,130 trainable)" in r.stdout
     assert "    c2      [32, 4, 4]" in r.stdout
     data = json.loads(CliRunner().invoke(main, ["check", "--json", "source.net"]).stdout)
-    assert data["networks"]["cnn"]["bindings"]["c4"] == [64, 2, 2]
-    assert data["spec"]["items"][0]["name"] == "cnn"
+    assert data["ok"] and [f["file"] for f in data["files"]] == ["source.net"]
+    report = data["files"][0]
+    assert report["networks"]["cnn"]["bindings"]["c4"] == [64, 2, 2]
+    assert report["spec"]["items"][0]["name"] == "cnn"
+    assert report["networks"]["cnn"]["param_bytes"] == 4 * report["networks"]["cnn"]["params"]
 
 
 def test_formatter_layout_and_comments():
@@ -103,7 +107,22 @@ def test_grammar_ships_in_the_wheel(tmp_path):
                         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {r.stderr[-300:]}")
+    assert "project.license" not in r.stdout + r.stderr  # no deprecated license table
     wheel = next(tmp_path.glob("assembler-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "assembler/grammar/net.lark" in names
     assert "assembler/data/digits.npz" in names
+
+
+def test_verify_finds_a_broken_graph(monkeypatch):
+    monkeypatch.chdir(SPECS)
+    checked = assembler.check(assembler.load("tailor.net"))
+    net = checked.networks["student"]
+    reordered = net.model_copy(update={"nodes": net.nodes[::-1]})
+    broken = checked.model_copy(update={"networks": {**checked.networks, "student": reordered}})
+    with pytest.raises(VerifyError, match="reads .* before"):
+        verify(broken)
+    undeclared = checked.model_copy(update={"modules": {k: m for k, m in checked.modules.items()
+                                                        if not k.startswith("student.c2")}})
+    with pytest.raises(VerifyError, match="undeclared module 'student.c2"):
+        verify(undeclared)

@@ -15,7 +15,6 @@ errors), as explicit examples.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from assembler.errors import SpecError
 from assembler.ops import ops
 from assembler.parser import KEYWORDS
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+from conftest import SPECS
 EXAMPLES = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.net"))}
 
 
@@ -38,15 +37,6 @@ def fuzz_settings(n: int, shrink: bool = True):
     return settings(max_examples=n, deadline=None, derandomize=True, database=None, phases=phases,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A folder holding copies of the example specs, so that `use "source.net"` resolves."""
-    d = tmp_path_factory.mktemp("fuzz")
-    for name in EXAMPLES:
-        shutil.copy(SPECS / name, d / name)
-    return d
 
 
 class Recursion(AssertionError):

@@ -16,7 +16,7 @@ from assembler.testing import assert_round_trips, assert_valid, networks, specs,
 
 # Drawing a spec costs about 30 ms of CPU (Hypothesis' bookkeeping, mostly), checking 5 ms
 # and parsing 10 ms: these budgets keep the whole file well under 20 s.
-FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from conftest import FAST
 
 
 def assert_tracked_shapes(spec: ir.Spec, shapes: dict) -> None:

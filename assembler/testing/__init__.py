@@ -34,12 +34,15 @@ def _text(spec: ir.Spec) -> str:
 
 
 def assert_valid(spec: ir.Spec) -> Checked:
-    """Check `spec` with `assembler.check`; return the `Checked` program, or fail with its errors."""
+    """Check `spec` with `assembler.check`; return the `Checked` program, or fail with its
+    errors. The checked IR's invariants are verified too (`assembler.verify.verify`)."""
     from ..resolve import check
+    from ..verify import verify
     try:
-        return check(spec)
+        checked = check(spec)
     except SpecError as e:
         raise AssertionError(f"the spec does not check:\n{e.render()}\n--- spec ---\n{_text(spec)}") from None
+    return verify(checked)
 
 
 def assert_round_trips(spec: ir.Spec) -> str:
