@@ -59,37 +59,49 @@ def fit_class(u: np.ndarray, sigma: np.ndarray, target: np.ndarray, max_iteratio
     """Maximise the evidence of one target column, given F's left singular vectors `u`
     [n, r] and the nonzero eigenvalues `sigma` [r] of F^T F.
 
-    When the features explain nothing of the target, the maximum lies at alpha -> infinity
-    (weights pinned to zero) and the iteration only creeps towards it; so the result is the
-    better of the fixed point and that limit, whose evidence is closed-form."""
+    The maximum can lie on the boundary, where the iteration only creeps towards it:
+    alpha -> infinity when the features explain nothing of the target (weights pinned to
+    zero), and beta -> infinity when they span every probe (r = n, few probes in many
+    dimensions: the target is fitted exactly). Both limits have closed forms, so the result
+    is the best of the fixed point and the limits that exist."""
     n = len(target)
     z = u.T @ target  # the target in F's column basis
-    outside = max(float(target @ target - z @ z), 0.0)  # the part no weights can reach
-    limit_beta = n / max(float(target @ target), 1e-300)
-    limit = Fit(math.inf, limit_beta, _noise_only(n, limit_beta, float(target @ target)) / n, 0)
+    y2 = float(target @ target)
+    outside = max(y2 - float(z @ z), 0.0)  # the part no weights can reach
+    limits = [_alpha_limit(n, y2)] + ([_beta_limit(n, sigma, z)] if len(sigma) == n else [])
     if len(sigma) == 0:  # all-zero features: only the noise model is left
-        return limit
-    alpha, beta = 1.0, 1.0
+        return limits[0]
+    alpha, beta, it = 1.0, 1.0, 0
     for it in range(1, max_iterations + 1):
         shrink = alpha + beta * sigma
-        gamma = float(np.sum(beta * sigma / shrink))
+        gamma = float(np.sum(beta * sigma / shrink))  # effective number of fitted directions
         m2 = float(np.sum((beta * np.sqrt(sigma) * z / shrink) ** 2))  # |m|^2
         res2 = float(np.sum((alpha * z / shrink) ** 2)) + outside  # |F m - y|^2
-        new_alpha = gamma / max(m2, 1e-300)
-        new_beta = (n - gamma) / max(res2, 1e-300)
+        if n - gamma <= 1e-12 * n or res2 <= 0 or m2 <= 0:
+            return max(limits, key=lambda f: f.evidence)  # at a boundary: the limits hold the answer
+        new_alpha, new_beta = gamma / m2, (n - gamma) / res2
         done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
         alpha, beta = new_alpha, new_beta
-        if done or not math.isfinite(alpha):
+        if done:
             break
-    if not math.isfinite(alpha):
-        return limit
     fit = Fit(alpha, beta, _evidence(n, alpha, beta, sigma, z, outside) / n, it)
-    return fit if fit.evidence >= limit.evidence else limit
+    return max([fit] + limits, key=lambda f: f.evidence)
 
 
-def _noise_only(n: int, beta: float, y2: float) -> float:
-    """log p(y | beta) with the weights at zero: the evidence's limit as alpha -> infinity."""
-    return 0.5 * n * math.log(beta) - 0.5 * n * math.log(2 * math.pi) - 0.5 * beta * y2
+def _alpha_limit(n: int, y2: float) -> Fit:
+    """alpha -> infinity: the weights are zero and y ~ N(0, I / beta), beta = n / |y|^2."""
+    beta = n / max(y2, 1e-300)
+    return Fit(math.inf, beta, (0.5 * n * math.log(beta) - 0.5 * n * math.log(2 * math.pi) - 0.5 * beta * y2) / n, 0)
+
+
+def _beta_limit(n: int, sigma: np.ndarray, z: np.ndarray) -> Fit:
+    """beta -> infinity with r = n: y ~ N(0, F F^T / alpha), whose best alpha is
+    n / (y^T (F F^T)^-1 y)."""
+    q = float(np.sum(z ** 2 / sigma))  # y^T (F F^T)^-1 y
+    alpha = n / max(q, 1e-300)
+    value = -0.5 * n * math.log(2 * math.pi) - 0.5 * float(np.sum(np.log(sigma))) + 0.5 * n * math.log(alpha) \
+        - 0.5 * alpha * q
+    return Fit(alpha, math.inf, value / n, 0)
 
 
 def _evidence(n: int, alpha: float, beta: float, sigma: np.ndarray, z: np.ndarray, outside: float) -> float:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import Diagnostic, SpecError, did_you_mean
+from ..errors import DataError, Diagnostic, SpecError, did_you_mean
 from .depara import RankedEdges, Similarity, edges
 from .features import MAX_DIM, SCALARS, Probe, stream
 from .leep import leep
@@ -118,6 +118,11 @@ def rank(candidates: Sequence[Model], probe: Probe, target: Model | None = None,
     """Score every candidate's layers on the probe set and sort the candidates."""
     if "depara" in settings.methods and target is None:
         raise ValueError("DEPARA needs a target model trained on the probe task")
+    labelled = [m for m in settings.methods if m != "depara"]
+    if labelled and probe.y.unique().numel() < 2:
+        need = f"{' and '.join(labelled)} {'needs' if len(labelled) == 1 else 'need'} at least two classes"
+        raise DataError(Diagnostic(f"--probe {probe.name}: every probe has the same label; {need}", "--probe",
+                                   hint="probe with images of the target task's classes"))
     graph = target_graph(target, probe, settings) if "depara" in settings.methods else None
     results = [score_candidate(c, probe, graph, settings) for c in candidates]
     order = sorted(range(len(results)), key=lambda i: _sort_key(results[i], settings.primary, i))
