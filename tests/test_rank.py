@@ -283,6 +283,8 @@ def work(tmp_path_factory):
     (d / "untrained.net").write_text(TINY.format(k=10, train=""))
     (d / "broken.net").write_text("network n(x: [1, 8, 8]) {\n    y = x -> conv2(4, 3)\n    return y\n}\n")
     shutil.copy(SPECS / "source.net", d / "source.net")
+    (d / "reuse.net").write_text('use "source.net" as pre\n\nnetwork reuse(x: [1, 8, 8]) {\n    c1 = x -> pre.c1\n'
+                                 '    c2 = c1 -> pre.c2\n    logits = c2 -> gap -> linear(5)\n    return logits\n}\n')
     return d
 
 
@@ -332,6 +334,15 @@ def test_rank_table_on_the_shipped_source(work, monkeypatch):
     assert "rank" in lines[3] and "logme" in lines[3] and "best layer (logme)" in lines[3]
     assert {lines[4].split()[1], lines[5].split()[1]} == {"source.net", "near.net"}
     assert any(line.strip().startswith("source.net") and " c4 *" in line for line in lines)
+
+
+def test_a_spec_built_on_imported_blocks_is_ranked_with_their_trained_weights(work, monkeypatch):
+    code, out, err = cli(work, monkeypatch, "--candidates", "source.net", "reuse.net", "--probe", PROBE,
+                         "--method", "logme", "--layers", "c2", "--json")
+    assert code == 0, err
+    scores = {c["candidate"]: c["score"]["logme"] for c in json.loads(out)["candidates"]}
+    assert scores["reuse.net"] == scores["source.net"]
+    assert all(not c["notes"] for c in json.loads(out)["candidates"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -112,7 +112,7 @@ def load_model(ref: str, flag: str, *, quiet: bool = False) -> Model:
 
 
 def _from_spec(path: Path, quiet: bool):
-    from ..checkpoint import restore
+    from ..checkpoint import attach_imports, restore
     from ..compiler import compile as compile_spec
     from ..resolve import check, read
     from ..train.cache import ensure_trained
@@ -123,6 +123,7 @@ def _from_spec(path: Path, quiet: bool):
         asm = restore(trained)
         return asm, (asm.meta.get("train", {}).get("networks") or asm.names)[0], []
     asm = compile_spec(spec, seed=0)
+    attach_imports(asm)  # compiling reads no files: imported blocks get their trained weights here
     note = [] if spec.uses else [f"{os.path.relpath(path)} has no train section: ranked with its initial "
                                  "weights (seed 0)"]
     return asm, asm.names[0], note
