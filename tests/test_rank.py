@@ -215,6 +215,7 @@ def test_layer_selection_picks_the_target_layer_of_an_identical_network(nets, pr
     c = r.candidates[0]
     assert [row.layer for row in c.layers] == ["c1", "c2", "c3", "logits"]
     assert c.best("depara").layer == "c3" and c.score("depara") == pytest.approx(2.0)
+    assert c.encoder == "c3" and c.model_layer("logme").layer == "c3"
 
 
 def test_attributions_do_not_leak_between_layers_or_models(nets, probe):

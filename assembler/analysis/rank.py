@@ -8,9 +8,10 @@ gives the layer's features and, for DEPARA, its attribution maps; then
 - LEEP scores the candidate's own classifier (its first output) against the probe labels,
   once per candidate: it has no notion of layers.
 
-A candidate's score for model selection is its best layer's score (for LEEP, its LEEP). With
-`layers="encoder"` only each candidate's encoder layer is scored, which is the paper's model
-selection.
+Model selection follows the paper (eq. 5): a candidate's score is the score of its encoder
+layer, the last feature layer before its output (for LEEP, its LEEP); only when that layer is
+not among those scored (`layers` names others) is it the best scored layer's. Layer selection
+is the best layer per method (eq. 6).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class CandidateScore:
 
     label: str
     network: str
+    encoder: str  # the layer the paper's model selection compares
     layers: list[LayerScore]
     leep: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -85,12 +87,17 @@ class CandidateScore:
         rows = [r for r in self.layers if method in r.scores]
         return max(rows, key=lambda r: r.scores[method]) if rows else None
 
+    def model_layer(self, method: str) -> LayerScore | None:
+        """The layer whose score ranks the candidate: its encoder when scored, else the best."""
+        at_encoder = [r for r in self.layers if r.layer == self.encoder and method in r.scores]
+        return at_encoder[0] if at_encoder else self.best(method)
+
     def score(self, method: str) -> float | None:
-        """The model-selection score: the best layer's, or LEEP."""
+        """The model-selection score: the encoder layer's (eq. 5), or LEEP."""
         if method == "leep":
             return self.leep
-        best = self.best(method)
-        return best.scores[method] if best else None
+        row = self.model_layer(method)
+        return row.scores[method] if row else None
 
 
 @dataclass
@@ -164,7 +171,7 @@ def score_candidate(model: Model, probe: Probe, graph: TargetGraph | None, setti
         if "logme" in settings.methods:
             row.scores["logme"] = logme(s.features[k].numpy(), labels)
         rows.append(row)
-    result = CandidateScore(model.label, model.network, rows, notes=list(model.notes))
+    result = CandidateScore(model.label, model.network, model.encoder(), rows, notes=list(model.notes))
     if "leep" in settings.methods:
         if s.probabilities is None:
             result.notes.append("no LEEP: its first output is not a vector of class scores")

@@ -27,6 +27,7 @@ def _candidate_json(c: CandidateScore, place: int, methods) -> dict:
         "candidate": c.label,
         "network": c.network,
         "score": {m: c.score(m) for m in methods},
+        "model_layer": {m: c.model_layer(m).layer for m in methods if m in LAYERED and c.model_layer(m)},
         "best_layer": {m: c.best(m).layer for m in methods if m in LAYERED and c.best(m)},
         "leep": c.leep,
         "layers": [{"layer": row.layer, "shape": list(row.shape), "features": row.dims,
@@ -41,7 +42,8 @@ def _candidate_json(c: CandidateScore, place: int, methods) -> dict:
 def to_text(r: Ranking) -> str:
     """The model ranking, then every (candidate, layer) best first, methods side by side."""
     s = r.settings
-    lines = [_header(r), "", f"models (best first by {s.primary}; a candidate's score is its best layer's)"]
+    lines = [_header(r), "", f"models, best first by {s.primary} at each candidate's encoder layer (eq. 5); "
+                             "best layer: eq. 6"]
     lines += _table(_model_rows(r))
     layered = [m for m in s.methods if m in LAYERED]
     if layered:
@@ -65,10 +67,11 @@ def _header(r: Ranking) -> str:
 def _model_rows(r: Ranking) -> list[list[str]]:
     methods = r.settings.methods
     layered = [m for m in methods if m in LAYERED]
-    head = ["rank", "candidate"] + [m for m in methods] + [f"best layer ({m})" for m in layered]
+    head = ["rank", "candidate", "encoder"] + list(methods) + [f"best layer ({m})" for m in layered]
     rows = [head]
     for i, c in enumerate(r.candidates):
-        rows.append([str(i + 1), c.label] + [_num(c.score(m)) for m in methods] +
+        at = c.model_layer(layered[0]).layer if layered and c.model_layer(layered[0]) else c.encoder
+        rows.append([str(i + 1), c.label, at] + [_num(c.score(m)) for m in methods] +
                     [c.best(m).layer if c.best(m) else "-" for m in layered])
     return rows
 
