@@ -373,3 +373,12 @@ def test_bad_specs_and_sources_exit_1_located(work, monkeypatch, args, message):
     code, out, err = cli(work, monkeypatch, *args, "--method", "logme")
     assert code == 1 and message in err, err
     assert "Traceback" not in err
+
+
+def test_a_network_that_gives_nan_is_a_located_error(nets, probe):
+    from assembler.errors import SpecError
+    broken = shuffled(nets["other"])
+    with torch.no_grad():
+        broken.modules["cnn.c2.0"].weight.fill_(float("nan"))
+    with pytest.raises(SpecError, match="layer 'c2' of network 'cnn' gives NaN"):
+        rank([from_assembly(broken, label="broken")], probe, None, Settings(methods=("logme",)))

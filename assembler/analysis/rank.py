@@ -163,6 +163,10 @@ def score_candidate(model: Model, probe: Probe, graph: TargetGraph | None, setti
     labels = probe.y.numpy()
     rows = []
     for k in layers:
+        if not torch.isfinite(s.features[k]).all():
+            raise SpecError(Diagnostic(f"{model.label}: layer '{k}' of network '{model.network}' gives NaN or "
+                                       "infinite values on the probes", model.label,
+                                       hint="the weights have diverged: retrain the network"))
         row = LayerScore(k, model.shape(k), int(s.features[k].shape[1]))
         if graph is not None:
             row.depara = Similarity(float(s.node_cosines[k].mean()), graph.edges.spearman(
