@@ -42,10 +42,10 @@ def _candidate_json(c: CandidateScore, place: int, methods) -> dict:
 def to_text(r: Ranking) -> str:
     """The model ranking, then every (candidate, layer) best first, methods side by side."""
     s = r.settings
-    lines = [_header(r), "", f"models, best first by {s.primary} at each candidate's encoder layer (eq. 5); "
-                             "best layer: eq. 6"]
-    lines += _table(_model_rows(r))
     layered = [m for m in s.methods if m in LAYERED]
+    title = (f"models, best first by {s.primary} at each candidate's encoder layer (eq. 5); best layer: eq. 6"
+             if s.primary in LAYERED else f"models, best first by {s.primary}")
+    lines = [_header(r), "", title] + _table(_model_rows(r))
     if layered:
         key = s.primary if s.primary in LAYERED else layered[0]
         lines += ["", f"layers (best first by {key}; * marks each candidate's chosen layer)"]
@@ -67,12 +67,12 @@ def _header(r: Ranking) -> str:
 def _model_rows(r: Ranking) -> list[list[str]]:
     methods = r.settings.methods
     layered = [m for m in methods if m in LAYERED]
-    head = ["rank", "candidate", "encoder"] + list(methods) + [f"best layer ({m})" for m in layered]
-    rows = [head]
+    rows = [["rank", "candidate"] + (["layer"] if layered else []) + list(methods) +
+            [f"best layer ({m})" for m in layered]]
     for i, c in enumerate(r.candidates):
-        at = c.model_layer(layered[0]).layer if layered and c.model_layer(layered[0]) else c.encoder
-        rows.append([str(i + 1), c.label, at] + [_num(c.score(m)) for m in methods] +
-                    [c.best(m).layer if c.best(m) else "-" for m in layered])
+        at = [c.model_layer(layered[0]).layer] if layered else []
+        rows.append([str(i + 1), c.label] + at + [_num(c.score(m)) for m in methods] +
+                    [c.best(m).layer for m in layered])
     return rows
 
 
