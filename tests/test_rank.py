@@ -382,3 +382,16 @@ def test_a_network_that_gives_nan_is_a_located_error(nets, probe):
         broken.modules["cnn.c2.0"].weight.fill_(float("nan"))
     with pytest.raises(SpecError, match="layer 'c2' of network 'cnn' gives NaN"):
         rank([from_assembly(broken, label="broken")], probe, None, Settings(methods=("logme",)))
+
+
+def test_a_checkpoint_directory_ranks_like_its_spec_and_leep_alone_needs_no_layers(work, monkeypatch):
+    from assembler.train.cache import ensure_trained
+    monkeypatch.chdir(work)
+    ckpt = str(ensure_trained(work / "near.net", quiet=True))
+    code, out, err = cli(work, monkeypatch, "-c", "near.net", ckpt, "--probe", PROBE, "--method", "leep", "--json")
+    assert code == 0, err
+    scores = {c["candidate"]: c["score"]["leep"] for c in json.loads(out)["candidates"]}
+    assert scores[ckpt] == scores["near.net"] and scores[ckpt] < 0
+    code, out, err = cli(work, monkeypatch, "-c", "near.net", "--probe", PROBE, "--method", "leep")
+    assert code == 0, err
+    assert out.splitlines()[3].split() == ["rank", "candidate", "leep"] and "layers (" not in out
