@@ -385,7 +385,7 @@ def test_a_network_that_gives_nan_is_a_located_error(nets, probe):
 
 
 def test_a_checkpoint_directory_ranks_like_its_spec_and_leep_alone_needs_no_layers(work, monkeypatch):
-    from assembler.train.cache import ensure_trained
+    from assembler.train.run import ensure_trained
     monkeypatch.chdir(work)
     ckpt = str(ensure_trained(work / "near.net", quiet=True))
     code, out, err = cli(work, monkeypatch, "-c", "near.net", ckpt, "--probe", PROBE, "--method", "leep", "--json")

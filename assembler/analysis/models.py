@@ -2,7 +2,7 @@
 a spec file or a checkpoint directory, optionally `:NETWORK`.
 
 A spec with `train` sections is trained on demand and cached, exactly as `use` does
-(`assembler.train.cache.ensure_trained`); a spec without any is compiled with seed 0 and
+(`assembler.train.run.ensure_trained`); a spec without any is compiled with seed 0 and
 ranked as it is (an untrained network, noted as such). Layers are bindings whose value is a
 feature map [C, H, W] or a vector [D].
 """
@@ -112,10 +112,10 @@ def load_model(ref: str, flag: str, *, quiet: bool = False) -> Model:
 
 
 def _from_spec(path: Path, quiet: bool):
-    from ..checkpoint import attach_imports, restore
-    from ..compiler import compile as compile_spec
+    from ..assemble import compile as compile_spec  # imported blocks get their trained weights
+    from ..checkpoint import restore
     from ..resolve import check, read
-    from ..train.cache import ensure_trained
+    from ..train.run import ensure_trained
     spec = read(path)
     check(spec)  # a bad spec is reported before anything trains
     trained = ensure_trained(path, quiet=quiet)  # trains its imports first, then itself
@@ -123,7 +123,6 @@ def _from_spec(path: Path, quiet: bool):
         asm = restore(trained)
         return asm, (asm.meta.get("train", {}).get("networks") or asm.names)[0], []
     asm = compile_spec(spec, seed=0)
-    attach_imports(asm)  # compiling reads no files: imported blocks get their trained weights here
     note = [] if spec.uses else [f"{os.path.relpath(path)} has no train section: ranked with its initial "
                                  "weights (seed 0)"]
     return asm, asm.names[0], note
