@@ -523,6 +523,82 @@ def _default_network(asm) -> str:
     raise click.UsageError(f"the checkpoint holds several networks ({', '.join(asm.names)}); choose one with -n")
 
 
+class _ListOption(click.Command):
+    """Lets `--candidates A B C` stand for `--candidates A --candidates B --candidates C`:
+    every word after the flag up to the next option is one more value."""
+
+    lists = ("--candidates", "-c")
+
+    def parse_args(self, ctx, args):
+        out, flag, first = [], None, False
+        for i, a in enumerate(args):
+            if a == "--":  # the rest is not options
+                out += args[i:]
+                break
+            if flag and not a.startswith("-"):
+                if not first:
+                    out.append(flag)
+                out.append(a)
+                first = False
+                continue
+            flag, first = (a, True) if a in self.lists else (None, False)
+            out.append(a)
+        return super().parse_args(ctx, out)
+
+
+@main.command(cls=_ListOption)
+@click.option("--candidates", "-c", multiple=True, required=True, metavar="MODEL...",
+              help="Networks to rank: spec files (trained on demand and cached, as `use` does) or checkpoint "
+                   "directories, each optionally :NETWORK.")
+@click.option("--probe", "-p", "probe_text", required=True, metavar="DATA",
+              help='Probe images and labels, e.g. \'digits(split="test", classes=[5, 6, 7, 8, 9])\'.')
+@click.option("--target", "-t", metavar="MODEL",
+              help="A network trained on the probe task (spec or checkpoint, optionally :NETWORK); DEPARA needs it.")
+@click.option("--layers", default="auto", show_default=True, metavar="auto|encoder|L1,L2",
+              help="Layers to score: every feature map or vector, each candidate's encoder (its last one "
+                   "before the output), or these bindings.")
+@click.option("--method", "-m", type=click.Choice(["all", "depara", "logme", "leep"]), default="all",
+              show_default=True, help="Score(s) to compute; the first of depara, logme, leep sorts the results.")
+@click.option("--lam", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="DEPARA's weight of the edge term: s = s_V + lam * s_E.")
+@click.option("--scalar", type=click.Choice(["norm", "mean"]), default="norm", show_default=True,
+              help="DEPARA's nodes: x * d s(F(x))/dx with s the l2 norm (paper) or the signed mean (reference code).")
+@click.option("--target-layer", metavar="BINDING", help="The target's layer for DEPARA (default: its encoder).")
+@click.option("--probes", "limit", type=click.IntRange(min=2), default=500, show_default=True,
+              help="Probe at most this many images (a seeded, fixed subset).")
+@click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True, help="Probes per forward pass.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe subset.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Also draw a candidates x layers heat map (.svg).")
+def rank(candidates, probe_text, target, layers, method, lam, scalar, target_layer, limit, batch, seed, as_json,
+         output):
+    """Rank pre-trained networks, and their layers, for transfer to the task of a probe set:
+    DEPARA beside LogME and LEEP."""
+    from . import analysis
+    from .analysis.models import check_fits
+    methods = analysis.METHODS if method == "all" else (method,)
+    if "depara" in methods and target is None:
+        raise click.UsageError("DEPARA needs --target, a network trained on the probe task "
+                               "(or use --method logme / --method leep)")
+    if output and not output.lower().endswith(".svg"):
+        raise click.BadParameter("the heat map is written as SVG: the name must end in .svg", param_hint="'-o'")
+    names = tuple(x.strip() for x in layers.split(",")) if layers not in ("auto", "encoder") else layers
+    if isinstance(names, tuple) and not all(names):
+        raise click.BadParameter(f"'{layers}' names an empty layer", param_hint="'--layers'")
+    settings = analysis.Settings(methods=methods, layers=names, lam=lam, scalar=scalar, target_layer=target_layer,
+                                 batch=batch)
+    probe = analysis.probe_from_flag(probe_text, limit, seed)
+    models = [analysis.load_model(c, "--candidates", quiet=as_json) for c in candidates]
+    tgt = analysis.load_model(target, "--target", quiet=as_json) if target and "depara" in methods else None
+    for m, flag in [(m, "--candidates") for m in models] + ([(tgt, "--target")] if tgt else []):
+        check_fits(m, probe, flag)
+    result = analysis.rank(models, probe, tgt, settings)
+    click.echo(json.dumps(analysis.to_json(result), indent=2) if as_json else analysis.to_text(result))
+    if output:
+        atomic_write(Path(output), analysis.to_svg(result))
+        click.echo(f"wrote {output}", err=as_json)
+
+
 def run() -> None:
     """Entry point that hides internal tracebacks unless ASSEMBLER_DEBUG is set."""
     try:
