@@ -15,7 +15,7 @@ def fmt_flops(n: int) -> str:
     """`1.23 M` (then the caller's unit); integer arithmetic, so that no count overflows."""
     for unit, size in (("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= size:
-            whole, part = divmod(n * 100 // size, 100)
+            whole, part = divmod((n * 100 + size // 2) // size, 100)  # rounded, as "{:.2f}" would
             return f"{whole:,}.{part:02d} {unit}"
     return f"{n} "
 
