@@ -35,9 +35,9 @@ class Split:
 class SplitError(ValueError):
     """A network that cannot be read as extractor + heads; args[0] says why, `hint` what to do."""
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, at: str = "procedure"):
         super().__init__(message)
-        self.hint = hint
+        self.hint, self.at = hint, at  # at: the procedure argument it is about
 
 
 def uses(key: str, module: str) -> bool:
@@ -100,27 +100,29 @@ def roles(aux: list[str], rotation: list[str] | None, common: int | None, sizes:
         stray = [h for h in rotation if h not in aux]
         if stray:
             raise SplitError(f"'rotation' names {', '.join(stray)}, which 'aux' does not list",
-                             hint="list every auxiliary head in aux; rotation says which of them predict rotation")
+                             hint="list every auxiliary head in aux; rotation says which of them predict rotation",
+                             at="rotation")
         rot = list(rotation)
     else:
         four = [h for h in aux if sizes.get(h) == ROTATIONS]
         if four and common == ROTATIONS:
             raise SplitError(f"there are {ROTATIONS} common classes, so '{four[0]}' ({ROTATIONS} outputs) may predict "
-                             f"rotation or the common classes", hint=f"say which heads predict rotation: "
-                             f"rotation=[{', '.join(four)}] (or rotation=[] for none)")
+                             f"rotation or the common classes", hint=f"say which heads predict rotation, e.g. "
+                             f"rotation=[{four[0]}] (or rotation=[] for none)", at="aux")
         rot = four
     for h in rot:
         if sizes.get(h) != ROTATIONS:
             raise SplitError(f"the rotation head '{h}' must give {ROTATIONS} outputs (0, 90, 180, 270 degrees), "
-                             f"not {_size(sizes.get(h))}", hint=f"end it with linear({ROTATIONS})")
+                             f"not {_size(sizes.get(h))}", hint=f"end it with linear({ROTATIONS})",
+                             at="rotation" if rotation is not None else "aux")
     dcc = [h for h in aux if h not in rot]
     for h in dcc:
         if common == 0:
             raise SplitError(f"the common-class head '{h}' needs classes that every task has, and there are none",
-                             hint="list them in common=[...], or drop the head from aux")
+                             hint="list them in common=[...], or drop the head from aux", at="aux")
         if common is not None and sizes.get(h) != common:
             raise SplitError(f"the common-class head '{h}' must give one output per common class ({common}), "
-                             f"not {_size(sizes.get(h))}", hint=f"end it with linear({common})")
+                             f"not {_size(sizes.get(h))}", hint=f"end it with linear({common})", at="aux")
     return rot, dcc
 
 
@@ -177,17 +179,18 @@ def validate(settings: dict, scope) -> list[Problem]:
     try:
         splits = {n.name: split_network(n, args["aux"]) for n in nets}
     except SplitError as e:
-        return problems + [Problem(str(e), "procedure", e.hint)]
+        return problems + [Problem(str(e), e.at, e.hint)]
     problems += _aux_used(args["aux"], splits)
     problems += _shapes(nets, splits)
     names = [digits_classes(c) for c in data] if isinstance(data, list) else [None] * len(nets)
     problems += _common(args["common"], names, scope.trained, data if isinstance(data, list) else None)
     common = common_classes(args["common"], names)
-    sizes = {h: head_size(nets, splits, h) for h in args["aux"]}
+    used = [h for h in args["aux"] if any(h in s.aux for s in splits.values())]
+    sizes = {h: head_size(nets, splits, h) for h in used}
     try:
-        rot, _ = roles(args["aux"], args.get("rotation"), None if common is None else len(common), sizes)
+        rot, _ = roles(used, args.get("rotation"), None if common is None else len(common), sizes)
     except SplitError as e:
-        problems.append(Problem(str(e), "rotation" if args.get("rotation") is not None else "aux", e.hint))
+        problems.append(Problem(str(e), e.at, e.hint))
         rot = []
     for h in rot:
         for n in nets:
@@ -235,7 +238,8 @@ def _common(common: list[int], names: list, trained, data) -> list[Problem]:
 
 
 def _call(call) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in call.get("args", {}).items() if v not in (None, False))
+    args = ", ".join(f"{k}={'true' if v is True else v}" for k, v in call.get("args", {}).items()
+                     if v not in (None, False) and (k, v) != ("split", "train"))
     return f"{call['name']}({args})"
 
 

@@ -117,7 +117,8 @@ class Compat(Procedure):
                 raise self._error(f"common class {lacking[0]} is not a class of {net}'s data (it has "
                                   f"{', '.join(names)})", "common lists classes every network's data has")
         try:
-            self.rotation, self.dcc = roles(list(a["aux"]), a.get("rotation"), len(self.common), self.sizes)
+            used = [h for h in a["aux"] if any(h in s.aux for s in self.splits.values())]
+            self.rotation, self.dcc = roles(used, a.get("rotation"), len(self.common), self.sizes)
         except SplitError as e:
             raise self._error(str(e), e.hint) from None
         self.head_names = dict(zip(self.ctx.networks, train_names))
