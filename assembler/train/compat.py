@@ -204,9 +204,10 @@ class Compat(Procedure):
         common = common_classes(args.get("common", []), list(head_names.values()))
         batch = settings.get("batch", 64)
         parts = rc.Parts(asm)
-        out = {"recombination": recombination(parts, splits, nets, tests, head_names, common, batch)}
+        got = recombination(parts, splits, nets, tests, head_names, common, batch)
+        out = {"recombination": got} if got else {}
         ends = rc.recombined_ends(asm, network, nets)
-        if ends is not None:
+        if ends is not None and got:
             e, h = ends
             out["recombined"] = rc.recombined(asm.network(network), e, h, tests[nets.index(e)], head_names[h],
                                               common, batch)

@@ -124,7 +124,7 @@ def common_samples(ds, common: list[str], seed: int = 0) -> tuple[torch.Tensor, 
     return ds.x[keep], mapped[keep]
 
 
-def report(parts: Parts, tasks: list[Task], common: list[str], batch: int, extra: dict | None = None) -> dict:
+def report(parts: Parts, tasks: list[Task], common: list[str], batch: int) -> dict:
     """Recombination accuracy of every ordered pair and the originals, in both batch-norm modes:
 
     {"classes": [...], "chance": 1/|C|,
@@ -146,7 +146,6 @@ def report(parts: Parts, tasks: list[Task], common: list[str], batch: int, extra
                 out["pairs"][key] = {"extractor": ti.split.network, "head": tj.split.network, **row}
     if out["pairs"]:
         out["mean"] = {m: sum(p[m] for p in out["pairs"].values()) / len(out["pairs"]) for m in MODES}
-    out.update(extra or {})
     return out
 
 
