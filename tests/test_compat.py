@@ -331,7 +331,7 @@ def test_trains_without_iiw_and_eval_reports_recombination(tmp_path, monkeypatch
     r = CliRunner().invoke(main, ["train", "c.net", "--out", "o", "-q"])
     assert r.exit_code == 0, r.output
     history = [json.loads(x) for x in (tmp_path / "o/a/metrics.jsonl").read_text().splitlines()]
-    assert "recombination" in history[-1]
+    assert history[-1]["recombination_batch"] == history[-1]["recombination"]["mean"]["batch"]
     r = CliRunner().invoke(main, ["eval", "o/a", "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)

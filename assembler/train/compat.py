@@ -186,7 +186,11 @@ class Compat(Procedure):
             return {}
         got = recombination(self.parts, self.splits, self.ctx.networks, self.ctx.test_data, self.head_names,
                             self.common, self.ctx.settings["batch"])
-        return {"recombination": got} if got else {}
+        if not got:
+            return {}
+        # the mean over pairs also flat, so that the progress line shows it
+        return {"recombination_batch": got["mean"]["batch"], "recombination_running": got["mean"]["running"],
+                "recombination": got}
 
     @classmethod
     def eval_report(cls, asm, meta: dict, load, network: str) -> dict:
