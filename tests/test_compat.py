@@ -345,3 +345,18 @@ def test_trains_without_iiw_and_eval_reports_recombination(tmp_path, monkeypatch
     assert ab["recombined"] == {"extractor": "a", "head": "b", **{k: pair[k] for k in ("samples", "running", "batch")}}
     text = CliRunner().invoke(main, ["eval", "o/a"]).output
     assert "a.f -> b.y: accuracy" in text and "(batch statistics)" in text
+
+
+def test_a_network_made_by_edits_recombine_is_measured_like_its_pair(tmp_path):
+    from assembler import edits
+    tr = trainer(spec_text().replace("epochs = 2", "epochs = 1"), tmp_path)
+    tr.run()
+    spec = edits.recombine(assembler.parse(spec_text(), "t.net"), extractor="b.f", head="a.y", name="ba")
+    asm = assembler.compile(spec)
+    for key, module in tr.asm.modules.items():
+        asm.modules[key].load_state_dict(module.state_dict())
+    assert rc.recombined_ends(asm, "ba", ["a", "b"]) == ("b", "a") and rc.recombined_ends(asm, "a", ["a", "b"]) is None
+    proc = tr.procedure
+    got = rc.recombined(asm.network("ba"), "b", "a", tr.ctx.test_data[1], proc.head_names["a"], proc.common, 16)
+    pair = tr.state.history[-1]["recombination"]["pairs"]["b.f -> a.y"]
+    assert got == {"extractor": "b", "head": "a", **{k: pair[k] for k in ("samples", "running", "batch")}}
