@@ -327,8 +327,7 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
     if data_text:
         call, base = _data_flag(data_text), Path.cwd()
     else:
-        call, base = _recorded_test_data(meta, asm.names.index(name) if name in asm.names else 0), \
-            Path(meta.get("base_dir") or ".")
+        call, base = _recorded_test_data(meta, _data_index(asm, meta, name)), Path(meta.get("base_dir") or ".")
     net = asm.checked.networks[name]
     shape = next(iter(net.inputs.values()))
     flag = Span(file="--data") if data_text else None
@@ -339,6 +338,8 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
     asm.to(resolve_device(device))
     result = evaluate(asm.network(name), ds, per_class=verbose)
     result = {"network": name, "data": ds.name, **_rounded(result)}
+    if not data_text:  # what the checkpoint's procedure adds (compat: recombination accuracy)
+        result.update(_rounded(_procedure_report(asm, meta, name, base, shape)))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -346,6 +347,40 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
                f"samples of {ds.name}")
     for c, a in (result.get("per_class") or {}).items():
         click.echo(f"  class {c}: {a:.4f}" if a is not None else f"  class {c}: no samples")
+    for key, row in {**(result.get("recombination") or {}).get("pairs", {}),
+                     **({"recombined " + name: result["recombined"]} if "recombined" in result else {})}.items():
+        click.echo(f"{key}: accuracy {row['batch']:.4f} (batch statistics), {row['running']:.4f} (running "
+                   f"statistics) on {row['samples']} samples of the common classes")
+
+
+def _data_index(asm, meta: dict, name: str) -> int:
+    """Whose recorded data evaluates `name`: its own when the checkpoint trained it, else that of
+    the trained network whose module gives its output (a recombined network: its head's task)."""
+    trained = meta.get("train", {}).get("networks") or []
+    if name in trained:
+        return trained.index(name)
+    net = asm.checked.networks[name]
+    key = (net.node(net.outputs[0]).module or "") if net.outputs else ""
+    return next((i for i, t in enumerate(trained) if key.startswith(t + ".")), 0)
+
+
+def _procedure_report(asm, meta: dict, name: str, base: Path, shape) -> dict:
+    """The extra results of the checkpoint's procedure: its `eval_report(asm, meta, load,
+    network)`, if it has one, given `load(key, i)` for the recorded "data" or "test" setting of
+    the i-th trained network."""
+    from . import data as data_mod
+    from .settings import plugins
+    proc = meta.get("settings", {}).get("procedure", {}).get("name")
+    plugin = plugins("procedure").get(proc) if proc else None
+    hook = getattr(plugin.resolve(), "eval_report", None) if plugin else None
+    if hook is None:
+        return {}
+
+    def load(key: str, i: int):
+        value = meta["settings"].get(key) if key == "data" else _recorded_test_data(meta, i)
+        call = value[min(i, len(value) - 1)] if isinstance(value, list) else value
+        return data_mod.load(call, base, None, seed=meta.get("settings", {}).get("seed"), shape=shape)
+    return hook(asm, meta, load, name)
 
 
 def _checkpoint_arg(path: str) -> Path:

@@ -166,10 +166,12 @@ _PROCEDURES = [
     ), "learning what and where to transfer (paper 003)", loader="assembler.train.l2tww:L2TWW"),
     Plugin("procedure", "compat", (
         P("aux", "names", (), doc="shared auxiliary heads: rotation (4 outputs) or common-class heads"),
-        P("common", "ints", (), doc="classes both tasks have, for a discriminating head"),
+        P("common", "ints", (), doc="the common classes (default: those every task's data has)"),
         P("schedule", "str", "joint", _one_of("joint", "incremental"), "train together or one after the other"),
         P("iiw", "bool", False, doc="identical initial weights for every network"),
-    ), "compatible components (paper 002)", loader="assembler.train.compat:Compat"),
+        P("rotation", "names", None, doc="which aux heads predict rotation (default: those with 4 outputs)"),
+    ), "compatible components (paper 002)", loader="assembler.train.compat:Compat",
+        validate="assembler.checks.compat:validate"),
 ]
 _DATA = [
     Plugin("data", "digits", (
