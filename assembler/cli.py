@@ -289,10 +289,19 @@ def train(file, network, out, sets, resume, force, device, quiet):
     for name, history in results.items():
         if network is not None and name != network:
             continue
-        last = next((m for m in reversed(history) if "test_accuracy" in m), history[-1] if history else {})
-        acc = last.get("test_accuracy")
+        acc = _last_test_accuracy(history, name)
         where = out if network else out / name
         click.echo(f"{name}: test accuracy {acc:.4f} ({where})" if acc is not None else f"{name}: trained ({where})")
+
+
+def _last_test_accuracy(history: list[dict], name: str) -> float | None:
+    """A network's last test accuracy in a metrics history (top level, or per network when the
+    section trained several)."""
+    for m in reversed(history):
+        row = (m.get("networks") or {}).get(name, m)
+        if row.get("test_accuracy") is not None:
+            return row["test_accuracy"]
+    return None
 
 
 def resume_command(file: str, network: str | None, out: Path, sets, device: str | None) -> str:
