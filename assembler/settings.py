@@ -132,9 +132,11 @@ _PROCEDURES = [
         P("teacher", "network", doc="the network whose task module the student must reproduce"),
         P("at", "binding", doc="the adapter whose input the pseudo-gradients are taken at"),
         P("lam", "float", 1.0, _non_negative, "weight of the gradient-matching term"),
-        P("alpha", "float", 1.0, doc="scale of the student's pseudo-gradients"),
-        P("projections", "int", 1, _positive, "random projections J drawn per step"),
-    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill"),
+        P("alpha", "float", 1.0, _positive, "fixed scale of the student's pseudo-gradients (not learned)"),
+        P("projections", "int", 1, _non_negative, "random projections r per sample and step; 0: the full Jacobian"),
+        P("ce", "bool", True, doc="add the task loss (needs labelled data); false: train without labels"),
+    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill",
+        labels=lambda args: args.get("ce", True), validate="assembler.checks.backdistill:validate"),
     Plugin("procedure", "nettailor", (
         P("teacher", "network", doc="fine-tuned network whose blocks and logits the student matches"),
         P("gamma1", "float", 0.3, _non_negative, "weight of the expected complexity E[C]"),
@@ -305,7 +307,7 @@ def _validate(t: ir.Train, out: dict, spans: dict, scope: SectionScope) -> list[
         module, _, attr = validate.partition(":")
         validate = getattr(importlib.import_module(module), attr)
     written = next((x.value for x in t.settings if x.key == "procedure"), None)
-    arg_spans = {a.name: a.span for a in getattr(written, "args", ()) if a.name}
+    arg_spans = {a.name: a.value.span for a in getattr(written, "args", ()) if a.name}  # at the value, as _typed
     return [diagnostic(p.message, arg_spans.get(p.at) or spans.get(p.at) or spans.get("procedure"), hint=p.hint)
             for p in validate(out, scope)]
 

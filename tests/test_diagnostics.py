@@ -44,7 +44,6 @@ XFAIL = {
     # -- accepted although wrong ---------------------------------------------------------------
     "template_unused_unknown_op": "an unknown op in a template that no network uses is accepted",
     "shared_unused_unknown_op": "an unknown op in a shared module that no network uses is accepted",
-    "backdistill_at_not_adapter": "backdistill(at=y) is accepted although 'y' is not an adapter",
 }
 
 
