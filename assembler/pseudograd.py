@@ -20,6 +20,7 @@ not depend on x. `x_independent(gm)` says whether a graph is of that kind.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -133,4 +134,20 @@ def x_independent(gm: fx.GraphModule) -> bool:
     return True
 
 
-__all__ = ["MaxAsAvgPool", "PseudoReLU", "max_as_avg_pool", "pseudo_gradient", "pseudo_relu", "x_independent"]
+def pseudo_jacobian(gm: fx.GraphModule, in_shape: tuple[int, ...], out_shape: tuple[int, ...], *,
+                    device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The matrix M [outputs, *in_shape] with d(r^T y)/dx = r @ M for every x, of a graph for which
+    `x_independent` holds (its first output, one input): one backward pass per output unit,
+    batched, at x = 0 (any x gives the same)."""
+    units = math.prod(out_shape)
+    x = torch.zeros((units, *in_shape), device=device, dtype=dtype, requires_grad=True)
+    eye = torch.eye(units, device=device, dtype=dtype).view(units, *out_shape)
+    with torch.enable_grad():
+        y = gm(x)
+        y = y[0] if isinstance(y, tuple) else y
+        m, = torch.autograd.grad(y, x, eye)
+    return m
+
+
+__all__ = ["MaxAsAvgPool", "PseudoReLU", "max_as_avg_pool", "pseudo_gradient", "pseudo_jacobian", "pseudo_relu",
+           "x_independent"]

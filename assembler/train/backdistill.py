@@ -34,6 +34,13 @@ The frozen prefix up to the adapter's input is deterministic, so the trainer cac
 (`cacheable` when the cached frontier is exactly that binding). Batch-norm of frozen parts is in
 eval mode; the teacher runs in eval mode. Double backward cannot go through DDP: `ddp = False`
 and the base class averages the adapter's gradients over ranks under torchrun.
+
+Speed: the frozen suffixes never change, and where their pseudo-gradient graphs do not read x
+(`pseudograd.x_independent`: convolutions, linear layers, frozen batch-norm, ReLU, pooling) their
+pseudo-Jacobians are constant matrices. They are computed once (`pseudograd.pseudo_jacobian`,
+one backward pass per output unit), so a step computes D'_T = r M_T, the gradient arriving at the
+adapter's output v = r G_S, and differentiates twice through the adapter alone. The result is the
+same as through the whole suffixes (a test compares both paths); other suffixes take that path.
 """
 
 from __future__ import annotations
@@ -43,13 +50,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import pseudograd  # noqa: F401  (registers the "pseudo_gradient" variant)
 from ..checks.backdistill import AdapterSite, adapter_site
 from ..errors import Diagnostic, SpecError
+from ..pseudograd import pseudo_jacobian, x_independent  # importing it registers "pseudo_gradient"
 from .prefix import split
 from .procedure import Batch, Procedure, Step, first_output
 
 VARIANT = "pseudo_gradient"
+MAX_JACOBIAN = 2 ** 24  # entries of the precomputed pseudo-Jacobians (64 MiB in float32)
 
 
 class BackDistill(Procedure):
@@ -69,6 +77,10 @@ class BackDistill(Procedure):
         parts = split(net)
         self._frontier = parts[2] if parts is not None else None
         self.out_shape = tuple(net.node(net.outputs[0]).shape)
+        self.x_shape = tuple(net.shape(site.reads))
+        self.h_shape = tuple(net.shape(site.adapter))
+        self.fast = False  # frozen suffixes' pseudo-Jacobians precomputed (decided in setup)
+        self._jacobians: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def cacheable(self) -> bool:
@@ -77,28 +89,47 @@ class BackDistill(Procedure):
 
     def setup(self) -> None:
         try:
-            teacher = self.ctx.asm.network(self.ctx.args["teacher"], start=[self.site.reads], variant=VARIANT)
+            teacher = self._teacher()
         except KeyError as e:
             raise SpecError(Diagnostic(f"teacher '{self.ctx.args['teacher']}': {e.args[0]}",
                                        self.ctx.asm.checked.filename)) from None
         teacher.eval()
+        self.fast = self._constant_tails()
+
+    def _constant_tails(self) -> bool:
+        """Whether both frozen suffixes (the student's after the adapter, the teacher's) have
+        pseudo-Jacobians that do not depend on x, small enough to keep."""
+        try:
+            tail = self._task_module()
+        except KeyError:  # the student's outputs read more than the adapter's output
+            return False
+        units = math.prod(self.out_shape)
+        small = units * (math.prod(self.h_shape) + math.prod(self.x_shape)) <= MAX_JACOBIAN
+        return small and x_independent(tail) and x_independent(self._teacher())
 
     # -- the graphs ------------------------------------------------------------------------------
 
     def _suffix(self, variant: str | None = None):
+        """The student from the adapter's input to its outputs."""
         return self.ctx.asm.network(self.student, start=[self.site.reads], variant=variant)
+
+    def _adapter(self):
+        return self.ctx.asm.network(self.student, start=[self.site.reads], end=[self.site.adapter], variant=VARIANT)
+
+    def _task_module(self):
+        """g_S: the student from the adapter's output to its outputs."""
+        return self.ctx.asm.network(self.student, start=[self.site.adapter], variant=VARIANT)
 
     def _teacher(self):
         return self.ctx.asm.network(self.ctx.args["teacher"], start=[self.site.reads], variant=VARIANT)
 
     def adapter_input(self, x) -> torch.Tensor:
         """x = the value of the binding the adapter reads: the cached frontier when the trainer
-        caches the prefix, else a no-grad pass of the student up to there."""
+        caches the prefix, else a no-grad pass of the student's prefix up to there."""
         if isinstance(x, tuple):
             return x[0]
         with torch.no_grad():
-            _, acts = self.ctx.asm.network(self.student, taps=[self.site.reads])(x)
-        return acts[self.site.reads]
+            return self.ctx.asm.network(self.student, end=[self.site.reads])(x)
 
     # -- the loss --------------------------------------------------------------------------------
 
@@ -115,22 +146,41 @@ class BackDistill(Procedure):
         eye = torch.eye(units, device=feats.device, dtype=feats.dtype).view(units, *self.out_shape)
         return feats.repeat(units, *reps), eye.repeat_interleave(b, 0), 1.0 / b  # row j*b + i: sample i, unit j
 
-    def pseudo_gradients(self, xs: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(D'_S with its graph, D'_T without, y_S): d(r^T y)/dx through both pseudo-gradient graphs."""
+    def pseudo_gradients(self, xs: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D'_S with its graph, D'_T without): d(r^T y)/dx through both pseudo-gradient graphs."""
+        if self.fast:
+            return self._through_adapter(xs, r)
         x_s = xs.detach().requires_grad_(True)
-        y_s = first_output(self._suffix(VARIANT)(x_s))
-        d_s, = torch.autograd.grad(y_s, x_s, r, create_graph=True)
+        d_s, = torch.autograd.grad(first_output(self._suffix(VARIANT)(x_s)), x_s, r, create_graph=True)
         x_t = xs.detach().requires_grad_(True)
-        y_t = first_output(self._teacher()(x_t))
-        d_t, = torch.autograd.grad(y_t, x_t, r)
-        return d_s, d_t, y_s
+        d_t, = torch.autograd.grad(first_output(self._teacher()(x_t)), x_t, r)
+        return d_s, d_t
 
-    def matching(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the back-distillation term, the student's outputs on `feats`)."""
+    def _through_adapter(self, xs: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same with the frozen suffixes' constant pseudo-Jacobians: v = r G_S arrives at the
+        adapter's output, D'_T = r M_T."""
+        g_s, m_t = self.jacobians(xs)
+        rows = r.flatten(1)
+        v = (rows @ g_s.flatten(1)).view(len(r), *self.h_shape)
+        d_t = (rows @ m_t.flatten(1)).view(len(r), *self.x_shape)
+        x_s = xs.detach().requires_grad_(True)
+        d_s, = torch.autograd.grad(self._adapter()(x_s), x_s, v, create_graph=True)
+        return d_s, d_t
+
+    def jacobians(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G_S, M_T): the pseudo-Jacobians of the student's task module and of the teacher's
+        suffix, computed once (both are frozen) on `like`'s device and dtype."""
+        if self._jacobians is None or self._jacobians[0].device != like.device:
+            at = dict(device=like.device, dtype=like.dtype)
+            self._jacobians = (pseudo_jacobian(self._task_module(), self.h_shape, self.out_shape, **at),
+                               pseudo_jacobian(self._teacher(), self.x_shape, self.out_shape, **at))
+        return self._jacobians
+
+    def matching(self, feats: torch.Tensor) -> torch.Tensor:
+        """The back-distillation term: mean over samples and projections of ||alpha D'_S - D'_T||^2."""
         xs, r, weight = self.probes(feats)
-        d_s, d_t, y_s = self.pseudo_gradients(xs, r)
-        gap = self.ctx.args["alpha"] * d_s - d_t
-        return gap.flatten(1).pow(2).sum() * weight, y_s[:len(feats)]
+        d_s, d_t = self.pseudo_gradients(xs, r)
+        return (self.ctx.args["alpha"] * d_s - d_t).flatten(1).pow(2).sum() * weight
 
     def loss(self, batch: Batch) -> Step:
         (x, y), = batch
@@ -141,9 +191,10 @@ class BackDistill(Procedure):
             logits = first_output(self._suffix()(feats))
             ce = F.cross_entropy(logits, y)
             total, terms["ce"], outputs[self.student] = ce, ce.item(), logits
-        match, y_s = self.matching(feats)
+        elif labelled:  # train accuracy without the task loss
+            with torch.no_grad():
+                outputs[self.student] = first_output(self._suffix()(feats))
+        match = self.matching(feats)
         total = total + self.ctx.args["lam"] * match
         terms["match"] = match.item()
-        if labelled and self.student not in outputs:  # same forward values: train accuracy for free
-            outputs[self.student] = y_s.detach()
         return Step(total, terms, outputs)
