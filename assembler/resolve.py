@@ -87,6 +87,7 @@ class _Checker:
         self.stack = stack
         self.diags: list[Diagnostic] = []
         self.warnings: list[str] = []
+        self.failed_networks: set[str] = set()  # networks with errors of their own
 
     def run(self, return_spec: bool = False):
         spec = self.spec
@@ -97,7 +98,7 @@ class _Checker:
         networks: dict[str, CheckedNetwork] = {}
         expanded = dict(spec.networks)
         for name in self.order_networks():
-            net = spec.networks[name]
+            net, before = spec.networks[name], len(self.diags)
             if any(isinstance(s, ir.Skips) for s in net.body):
                 done = self.expand_macros(net, scope)
                 # on a bad `skips`, check the rest of the network without it (no cascade of errors)
@@ -107,6 +108,8 @@ class _Checker:
             checked, diags = lower_network(net, scope)
             self.diags.extend(diags)
             networks[name] = scope.networks[name] = checked
+            if len(self.diags) > before:  # procedures' checks skip it: no cascade of errors
+                self.failed_networks.add(name)
         if return_spec:
             self._raise()
             items = tuple(expanded.get(i.name, i) if isinstance(i, ir.Network) else i for i in spec.items)
@@ -385,7 +388,8 @@ class _Checker:
             sscope = settings_mod.SectionScope(
                 networks=set(self.spec.networks), imported=imported, shared=set(self.spec.shared),
                 bindings={n: set(scope.networks[n].bindings) for n in t.networks if n in scope.networks},
-                trained=t.networks, checked=_named_networks(scope), modules=scope.modules)
+                trained=t.networks, checked={k: v for k, v in _named_networks(scope).items()
+                                             if k not in self.failed_networks}, modules=scope.modules)
             values, spans, diags = settings_mod.check_train(t, sscope)
             self.diags.extend(diags)
             if ok and not diags:

@@ -263,7 +263,7 @@ class SectionScope:
     shared: set[str]
     trained: tuple[str, ...] = ()
     checked: dict[str, Any] = field(default_factory=dict)  # network name (`net`, `alias`, `alias.net`) ->
-    # its CheckedNetwork, for procedures' `validate`
+    # its CheckedNetwork, for procedures' `validate` (networks with errors of their own left out)
     modules: dict[str, Any] = field(default_factory=dict)  # the spec's checked module declarations
 
 

@@ -66,7 +66,7 @@ def _student(student, site: AdapterSite) -> list[Problem]:
     if others:
         return [Problem(f"backdistill trains only the adapter '{at}', but {', '.join(repr(b) for b in others)} "
                         f"of {student.name} {'is' if len(others) == 1 else 'are'} trainable too", "at",
-                        hint="the category and task modules stay fixed: declare them frozen")]
+                        hint=f"the category and task modules stay fixed: write frozen {others[0]} = ...")]
     needed, leaks = reaches(student, site.node)
     if leaks:
         return [Problem(f"the outputs of {student.name} read {', '.join(leaks)} besides '{site.reads}', the binding "
@@ -107,8 +107,8 @@ def validate(settings: dict, scope) -> list[Problem]:
         return [Problem(f"backdistill trains one network; this section trains {', '.join(scope.trained)}")]
     student = scope.checked.get(scope.trained[0])
     teacher = scope.checked.get(args["teacher"])
-    if student is None or teacher is None or student.failed or teacher.failed:
-        return []  # the network's own errors are reported already
+    if student is None or teacher is None:
+        return []  # a network with errors of its own: they are reported already
     site = adapter_site(student, args["at"])
     if isinstance(site, Problem):
         return [site]
