@@ -6,7 +6,9 @@ Interleaved runs, the median of the per-round ratios. Goal (issue 10): <= 2.5x.
     python benchmarks/bench_backdistill_step.py [--repeats 200]
 
 Variants timed: `ce=true` (the spec's: CE + matching), `ce=false` (zero-sample training),
-`projections=0` (the full Jacobian: one pass per output unit, here 2).
+`projections=0` (the full Jacobian: one pass per output unit, here 2), and the general path
+(double backward through the whole suffixes instead of the precomputed pseudo-Jacobians of the
+frozen ones).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def main() -> int:
     procs = {"finetune": procedure(Finetune, asm, {}, suffix),
              "backdistill": procedure(BackDistill, asm, base, suffix),
              "backdistill ce=false": procedure(BackDistill, asm, {**base, "ce": False}, suffix),
-             "backdistill projections=0": procedure(BackDistill, asm, {**base, "projections": 0}, suffix)}
+             "backdistill projections=0": procedure(BackDistill, asm, {**base, "projections": 0}, suffix),
+             "backdistill, whole suffixes": procedure(BackDistill, asm, base, suffix)}
+    procs["backdistill, whole suffixes"][0].fast = False  # the general path, for comparison
     runs = {k: [] for k in procs}
     for _ in range(10):  # warm-up
         for k, (p, o) in procs.items():

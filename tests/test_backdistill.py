@@ -190,6 +190,21 @@ def test_a_graph_that_reads_x_in_its_backward_is_recognised():
     assert not x_independent(gm) and not torch.allclose(grads[0], grads[1])
 
 
+def test_sub_graphs_end_at_bindings():
+    """`asm.network(name, end=[...])`: the network up to bindings; with `start`, between them."""
+    asm = self_contained()
+    full = asm.network("student", taps=["f", "h"])
+    full.eval()
+    x = torch.rand(4, 1, 8, 8)
+    y, acts = full(x)
+    assert torch.equal(asm.network("student", end=["f"])(x), acts["f"])
+    assert torch.equal(asm.network("student", start=["f"], end=["h"])(acts["f"]), acts["h"])
+    both = asm.network("student", end=["h", "f"])(x)
+    assert torch.equal(both[0], acts["h"]) and torch.equal(both[1], acts["f"])
+    with pytest.raises(KeyError, match="no binding"):
+        asm.network("student", end=["nope"])
+
+
 # -- the loss --------------------------------------------------------------------------------------
 
 
