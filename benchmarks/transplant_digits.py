@@ -23,8 +23,10 @@ order and the projections; methods with the same seed share samples and initial 
 differences are paired). Error = 1 - test accuracy after the last epoch, in %.
 
     python benchmarks/transplant_digits.py [--seeds 0 1 2 3 4] [--epochs 150] [--jobs 2] [--out runs/bench-transplant]
+    python benchmarks/transplant_digits.py --render      # the tables again from the saved runs
 
-Prints a markdown table and writes benchmarks/results/transplant_digits.json.
+Prints markdown tables (the mean over the two tasks, then each task) and writes
+benchmarks/results/transplant_digits.json (every run's error, the cells, the wall time).
 """
 
 from __future__ import annotations
@@ -120,13 +122,17 @@ def cells(seeds):
                             yield setting, c, layers, method, n, seed
 
 
+TASKS = ("mean", 3, 0)  # "mean": each seed's error averaged over the tasks 3 and 0
+
+
 def summary(rows: list[dict], seeds) -> dict:
-    """Per (setting, layers, method, n): errors per seed averaged over the two tasks, mean, sd;
-    paired differences back-distill - direct-learn."""
+    """Per (setting, task, layers, method, n), task 3, 0 or "mean": the error per seed, its mean
+    and sd over seeds."""
     table: dict = {}
     for r in rows:
-        key = (r["setting"], r["layers"], r["method"], r["n"])
-        table.setdefault(key, {}).setdefault(r["seed"], []).append(r["error"])
+        for task in ("mean", r["task"]):
+            key = (r["setting"], task, r["layers"], r["method"], r["n"])
+            table.setdefault(key, {}).setdefault(r["seed"], []).append(r["error"])
     out = {}
     for key, per_seed in table.items():
         errs = [statistics.mean(per_seed[s]) for s in seeds]
@@ -134,34 +140,36 @@ def summary(rows: list[dict], seeds) -> dict:
     return out
 
 
-def paired(s: dict, setting: str, layers: int, a: tuple, b: tuple) -> tuple[float, float]:
-    da, db = s[(setting, layers, *a)]["per_seed"], s[(setting, layers, *b)]["per_seed"]
-    diffs = [x - y for x, y in zip(da, db)]
+def paired(s: dict, where: tuple, a: tuple, b: tuple) -> tuple[float, float]:
+    """Mean and sd over seeds of error(a) - error(b) (same seed: same samples and initial adapter)."""
+    diffs = [x - y for x, y in zip(s[(*where, *a)]["per_seed"], s[(*where, *b)]["per_seed"])]
     return statistics.mean(diffs), (statistics.stdev(diffs) if len(diffs) > 1 else 0.0)
+
+
+def table(s: dict, setting: str, task) -> list[str]:
+    lines = ["| n per class | adapter | direct-learn | distill | back-distill | back-distill − direct-learn (paired) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for layers in (1, 3):
+        for n in SAMPLES:
+            row = [str(n), f"{layers}-layer"]
+            for method in METHODS:
+                cell = s.get((setting, task, layers, method, n))
+                row.append("–" if cell is None else f"{cell['mean']:.1f} ± {cell['sd']:.1f}")
+            other = ("direct-learn", 5 if n == 0 else n)
+            m, sd = paired(s, (setting, task, layers), ("back-distill", n), other)
+            row.append(f"{m:+.1f} ± {sd:.1f}" + (" (vs direct-learn n=5)" if n == 0 else ""))
+            lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
 
 
 def markdown(s: dict, teachers: dict) -> str:
     lines = []
     for setting in ("inside", "transplant"):
-        what = ("(a) adapter inside the network (g_S = g_T)" if setting == "inside"
-                else "(b) transplant: f of c -> h -> task module of the other network")
-        lines += [f"**{what}**: error % (mean ± sd over seeds; each seed the mean of the tasks 3 and 0)", "",
-                  "| n per class | adapter | direct-learn | distill | back-distill | back-distill − direct-learn (paired) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for layers in (1, 3):
-            for n in SAMPLES:
-                row = [str(n), f"{layers}-layer"]
-                for method in METHODS:
-                    cell = s.get((setting, layers, method, n))
-                    row.append("–" if cell is None else f"{cell['mean']:.1f} ± {cell['sd']:.1f}")
-                if n == 0:
-                    m, sd = paired(s, setting, layers, ("back-distill", 0), ("direct-learn", 5))
-                    row.append(f"{m:+.1f} ± {sd:.1f} (vs direct-learn n=5)")
-                else:
-                    m, sd = paired(s, setting, layers, ("back-distill", n), ("direct-learn", n))
-                    row.append(f"{m:+.1f} ± {sd:.1f}")
-                lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        what = ("(a) adapter inside the network of c (g_S = g_T)" if setting == "inside"
+                else "(b) transplant: f of c -> h -> the other network's task module")
+        for task in TASKS:
+            which = "mean of the tasks 3 and 0" if task == "mean" else f"task {task} (is it a {task}?)"
+            lines += [f"**{what}, {which}**: test error %, mean ± sd over seeds", ""] + table(s, setting, task)
     lines.append("Teachers' own error: " + ", ".join(f"'{c}' network {e:.1f}%" for c, e in teachers.items()))
     return "\n".join(lines)
 
@@ -173,7 +181,13 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-transplant")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "transplant_digits.json")
+    ap.add_argument("--render", action="store_true", help="print the table of the --json file's runs, train nothing")
     args = ap.parse_args()
+    if args.render:
+        saved = json.loads(args.json.read_text())
+        teachers = {int(k): v for k, v in saved["teachers_error"].items()}
+        print(markdown(summary(saved["runs"], saved["seeds"]), teachers))
+        return 0
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copy(CATEGORIES, args.out / "categories.net")
@@ -192,7 +206,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "seeds": args.seeds, "epochs": args.epochs, "teachers_error": teachers, "runs": rows,
-        "cells": [{"setting": k[0], "layers": k[1], "method": k[2], "n": k[3], **v} for k, v in s.items()],
+        "cells": [{"setting": k[0], "task": k[1], "layers": k[2], "method": k[3], "n": k[4], **v} for k, v in s.items()],
         "jobs": args.jobs, "seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")
     return 0
 
