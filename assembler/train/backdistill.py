@@ -40,7 +40,9 @@ Speed: the frozen suffixes never change, and where their pseudo-gradient graphs 
 pseudo-Jacobians are constant matrices. They are computed once (`pseudograd.pseudo_jacobian`,
 one backward pass per output unit), so a step computes D'_T = r M_T, the gradient arriving at the
 adapter's output v = r G_S, and differentiates twice through the adapter alone. The result is the
-same as through the whole suffixes (a test compares both paths); other suffixes take that path.
+same as through the whole suffixes (a test compares both paths). Suffixes whose pseudo-gradients
+read x (sigmoid, train-mode batch-norm, products) take the general path: double backward
+through the whole student suffix, a backward pass through the teacher's, every step.
 """
 
 from __future__ import annotations
