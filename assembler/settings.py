@@ -146,9 +146,11 @@ _PROCEDURES = [
         P("teacher", "network", doc="the network whose task module the student must reproduce"),
         P("at", "binding", doc="the adapter whose input the pseudo-gradients are taken at"),
         P("lam", "float", 1.0, _non_negative, "weight of the gradient-matching term"),
-        P("alpha", "float", 1.0, doc="scale of the student's pseudo-gradients"),
-        P("projections", "int", 1, _positive, "random projections J drawn per step"),
-    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill"),
+        P("alpha", "float", 1.0, _positive, "fixed scale of the student's pseudo-gradients (not learned)"),
+        P("projections", "int", 1, _non_negative, "random projections r per sample and step; 0: the full Jacobian"),
+        P("ce", "bool", True, doc="add the task loss (needs labelled data); false: train without labels"),
+    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill",
+        labels=lambda args: args.get("ce", True), validate="assembler.checks.backdistill:validate"),
     Plugin("procedure", "nettailor", (
         P("teacher", "network", doc="fine-tuned network whose blocks and logits the student matches"),
         P("gamma1", "float", 0.3, _non_negative, "weight of the expected complexity E[C]"),
@@ -277,7 +279,7 @@ class SectionScope:
     shared: set[str]
     trained: tuple[str, ...] = ()
     checked: dict[str, Any] = field(default_factory=dict)  # network name (`net`, `alias`, `alias.net`) ->
-    # its CheckedNetwork, for procedures' `validate`
+    # its CheckedNetwork, for procedures' `validate` (networks with errors of their own left out)
     modules: dict[str, Any] = field(default_factory=dict)  # the spec's checked module declarations
 
 
@@ -313,15 +315,15 @@ def _validate(t: ir.Train, out: dict, spans: dict, scope: SectionScope) -> list[
     """A procedure's own checks, located at the argument (or setting) they name."""
     proc = out.get("procedure")
     plugin = plugins("procedure")[proc["name"]] if isinstance(proc, dict) else None
-    if plugin is None or plugin.validate is None:
-        return []
+    if plugin is None or plugin.validate is None or any(n not in scope.checked for n in scope.trained):
+        return []  # a trained network with errors of its own: those explain what would follow
     validate = plugin.validate
     if isinstance(validate, str):
         import importlib
         module, _, attr = validate.partition(":")
         validate = getattr(importlib.import_module(module), attr)
     written = next((x.value for x in t.settings if x.key == "procedure"), None)
-    arg_spans = {a.name: a.span for a in getattr(written, "args", ()) if a.name}
+    arg_spans = {a.name: a.value.span for a in getattr(written, "args", ()) if a.name}  # at the value, as _typed
     return [diagnostic(p.message, arg_spans.get(p.at) or spans.get(p.at) or spans.get("procedure"), hint=p.hint)
             for p in validate(out, scope)]
 
