@@ -14,7 +14,7 @@ import torch
 from torch import fx, nn
 
 from . import ir
-from .graph import Checked, CheckedNetwork, GraphNode
+from .graph import Checked, CheckedNetwork
 from .keys import ModuleKey
 from .lowerings import build, emit
 from .matching import build_edge
@@ -186,29 +186,8 @@ def subgraph(net: CheckedNetwork, start: tuple[str, ...], end: tuple[str, ...] =
     if missing:
         raise KeyError(f"network '{net.name}' has no binding(s) {', '.join(missing)} to start from or end at")
     outputs = tuple(net.bindings[b] for b in end) if end else net.outputs
-    if not start:
-        start = tuple(b for b in net.inputs if b in net.bindings)
-    cut = {net.bindings[b] for b in start}
-    needed, todo = set(), list(outputs)
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        if name not in cut:
-            todo.extend(net.node(name).inputs)
-    leaks = [n.name for n in net.nodes if n.op == "input" and n.name in needed and n.name not in cut]
-    if leaks:
-        raise KeyError(f"the outputs of '{net.name}' still read the input(s) {', '.join(leaks)} besides "
-                       f"{', '.join(start)}: the start bindings do not cut the network")
-    placeholders = tuple(GraphNode.model_construct(**{**net.node(c).__dict__, "op": "input", "inputs": (),
-                                                      "module": None, "args": {}}) for c in (net.bindings[b] for b in start))
-    nodes = placeholders + tuple(n for n in net.nodes if n.name in needed and n.name not in cut)
-    bindings = {b: n for b, n in net.bindings.items() if n in needed}
-    sub = net.model_copy(update={"nodes": nodes, "inputs": {net.bindings[b]: net.shape(b) for b in start},
-                                 "bindings": bindings, "outputs": outputs})
-    sub._by_name = None  # model_copy keeps the original's node index
-    return sub
+    starts = tuple(net.bindings[b] for b in start) if start else tuple(net.inputs)
+    return net.cut(starts, outputs)
 
 
 def local_path(network: str, key: str) -> str:
