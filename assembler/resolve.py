@@ -26,7 +26,8 @@ from .ops import builtin_names
 from .parser import KEYWORDS, parse
 from . import settings as settings_mod
 
-WEIGHTINGS = {"l2": (), "fitnet": (), "attention": (), "meta": ("hidden",)}
+WEIGHTINGS = {"l2": (), "fitnet": (), "attention": (), "meta": ("hidden", "where")}
+FLAG_OPTIONS = {"where"}  # weighting options that take true or false (the others: whole numbers >= 0)
 CHECKPOINT_SPEC = "spec.net"
 
 
@@ -329,6 +330,12 @@ class _Checker:
                     if a.name not in WEIGHTINGS[wname]:
                         self.diags.append(diagnostic(f"weighting '{wname}' has no option '{a.name or 'positional'}'",
                                                      a.span, hint=f"it takes: {', '.join(WEIGHTINGS[wname]) or 'none'}"))
+                        continue
+                    if a.name in FLAG_OPTIONS:
+                        if not isinstance(a.value, ir.Bool):
+                            self.diags.append(diagnostic(f"'{a.name}' must be true or false", a.value.span))
+                            continue
+                        options[a.name] = a.value.value
                         continue
                     value = a.value.value if isinstance(a.value, ir.Number) else None
                     if not isinstance(value, int) or value < 0:

@@ -8,6 +8,7 @@ argument of the procedure)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
