@@ -1,0 +1,175 @@
+"""L2T-ww reproduction at digits scale (paper 003, Table 1 and section 3.3's limited-data
+regime): the source is specs/digits/source.net (trained on the digits 0-4), the target the
+smaller network of specs/digits/l2tww.net trained from scratch on N samples per class of the
+digits 5-9, N in {5, 10, 25, 50}, several seeds (a seed sets the initial weights, the
+few-shot sample and the batch order). Rows, all in the language:
+
+  scratch               finetune, no edges
+  FM (one-to-one)       matching(beta=0.5), fitnet edges c2->b2, c3->b3, c4->b4 (equal sizes)
+  FM (all-to-all)       matching(beta=0.5), fitnet edges [c2, c3, c4] * [b1..b4] (lambda = 1)
+  AT (one-to-one)       matching(beta=500), attention edges on the one-to-one pairs
+  L2T-w (one-to-one)    l2tww, meta(where=false) edges on the one-to-one pairs (lambda fixed at 1)
+  L2T-ww (all-to-all)   l2tww, meta edges [c2, c3, c4] * [b1..b4]
+
+Every row: sgd(lr=0.05, momentum=0.9, weight_decay=0.0001), cosine schedule, batch 16, the
+same number of steps whatever N (`--steps`, so epochs = steps / batches per epoch); l2tww at
+the paper's defaults (beta 0.5, T = 2, meta_lr 1e-4, meta_wd 1e-4); AT at its paper's beta
+(1e3 / 2 on the same mean squared attention difference). Scored by the test accuracy after
+the last epoch on the held-out digits 5-9 (no choice on test data). Prints a markdown table
+(mean and sd over seeds), paired differences for the paper's ordering
+scratch < FM < L2T-w < L2T-ww, and the learned lambda per pair (Fig. 3d); writes JSON.
+
+    python benchmarks/l2tww_digits.py [--seeds 0 1 2 3 4] [--shots 5 10 25 50] [--steps 400]
+        [--workers 2] [--json benchmarks/results/l2tww_digits.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+DIGITS = Path(__file__).resolve().parent.parent / "specs" / "digits"
+
+NETWORK = """\
+use "source.net" as src
+
+network tgt(x: [1, 8, 8]) {
+    b1 = x -> conv(8, 3, pad=1) -> relu
+    b2 = b1 -> conv(16, 3, pad=1) -> relu -> maxpool(2)
+    b3 = b2 -> conv(16, 3, pad=1) -> relu
+    b4 = b3 -> conv(32, 3, pad=1) -> relu -> maxpool(2)
+    logits = b4 -> gap -> linear(5)
+    return logits
+}
+"""
+ONE_TO_ONE = "src.c2 -> tgt.b2, src.c3 -> tgt.b3, src.c4 -> tgt.b4"
+ALL_TO_ALL = "[src.c2, src.c3, src.c4] * [tgt.b1, tgt.b2, tgt.b3, tgt.b4]"
+L2TWW = "l2tww(beta=0.5, inner_steps=2, meta_lr=0.0001, meta_wd=0.0001)"
+ROWS = {  # name: (match statement or None, procedure)
+    "scratch": (None, "finetune"),
+    "FM (one-to-one)": (f"match {ONE_TO_ONE} : fitnet", "matching(beta=0.5)"),
+    "FM (all-to-all)": (f"match {ALL_TO_ALL} : fitnet", "matching(beta=0.5)"),
+    "AT (one-to-one)": (f"match {ONE_TO_ONE} : attention", "matching(beta=500.0)"),
+    "L2T-w (one-to-one)": (f"match {ONE_TO_ONE} : meta(where=false)", L2TWW),
+    "L2T-ww (all-to-all)": (f"match {ALL_TO_ALL} : meta", L2TWW),
+}
+BATCH = 16
+CLAIM = ["scratch", "FM (one-to-one)", "L2T-w (one-to-one)", "L2T-ww (all-to-all)"]  # the paper's order
+
+
+def spec_text(row: str, shots: int, seed: int, steps: int) -> str:
+    match, procedure = ROWS[row]
+    epochs = math.ceil(steps / math.ceil(5 * shots / BATCH))
+    return NETWORK + (f"\n{match}\n" if match else "") + f"""
+train tgt {{
+    procedure = {procedure}
+    data = digits(split="train", classes=[5, 6, 7, 8, 9], per_class={shots})
+    test = digits(split="test", classes=[5, 6, 7, 8, 9])
+    optimizer = sgd(lr=0.05, momentum=0.9, weight_decay=0.0001)
+    schedule = cosine
+    epochs = {epochs}
+    batch = {BATCH}
+    seed = {seed}
+}}
+"""
+
+
+def run_one(job: tuple[str, int, int, int]) -> dict:
+    """Train one (row, N, seed) in memory; its final test accuracy, edge lambdas, CPU seconds."""
+    import torch
+
+    import assembler
+    from assembler.train.run import train_spec
+    torch.set_num_threads(1)
+    row, shots, seed, steps = job
+    spec = assembler.parse(spec_text(row, shots, seed, steps), str(DIGITS / "bench_l2tww.net"))
+    start = time.process_time()
+    history = train_spec(spec, quiet=True)["tgt"]
+    last = [h for h in history if "epoch" in h][-1]
+    final = history[-1] if history[-1].get("stage") == "final" else {}
+    return {"row": row, "shots": shots, "seed": seed, "accuracy": last["test_accuracy"],
+            "train_accuracy": last["train_accuracy"], "epochs": last["epoch"],
+            "edge_lambdas": final.get("edge_lambdas"), "edge_lambda_sds": final.get("edge_lambda_sds"),
+            "cpu_seconds": time.process_time() - start}
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values) * 100:.1f} ± {sd * 100:.1f}"
+
+
+def report(runs: list[dict], shots: list[int], seeds: list[int]) -> str:
+    acc = {(r["row"], r["shots"], r["seed"]): r["accuracy"] for r in runs}
+    lines = ["| method | " + " | ".join(f"N = {n}" for n in shots) + " |",
+             "| --- | " + " | ".join("---:" for _ in shots) + " |"]
+    for row in ROWS:
+        lines.append(f"| {row} | " + " | ".join(mean_sd([acc[row, n, s] for s in seeds]) for n in shots) + " |")
+    lines += ["", "Paired differences (points, mean ± sd over seeds; wins/seeds):", "",
+              "| difference | " + " | ".join(f"N = {n}" for n in shots) + " |",
+              "| --- | " + " | ".join("---:" for _ in shots) + " |"]
+    pairs = list(zip(CLAIM[1:], CLAIM[:-1])) + [("FM (all-to-all)", "FM (one-to-one)"),
+                                                ("L2T-ww (all-to-all)", "FM (all-to-all)"),
+                                                ("L2T-ww (all-to-all)", "scratch"), ("AT (one-to-one)", "scratch")]
+    for a, b in pairs:
+        cells = []
+        for n in shots:
+            d = [acc[a, n, s] - acc[b, n, s] for s in seeds]
+            cells.append(f"{mean_sd(d)} ({sum(x > 0 for x in d)}/{len(d)})")
+        lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lambda_table(runs: list[dict], shots: list[int]) -> str:
+    """Mean learned lambda per pair of L2T-ww (over seeds and samples), a source x target grid."""
+    lines = []
+    for n in shots:
+        got = [r["edge_lambdas"] for r in runs if r["row"] == "L2T-ww (all-to-all)" and r["shots"] == n]
+        if not got or any(g is None for g in got):
+            continue
+        mean = [statistics.mean(g[k] for g in got) for k in range(12)]
+        lines += [f"L2T-ww learned lambda, N = {n} (mean over seeds and training samples):", "",
+                  "| source \\ target | b1 | b2 | b3 | b4 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for i, s in enumerate(("c2", "c3", "c4")):
+            lines.append(f"| {s} | " + " | ".join(f"{mean[i * 4 + j]:.2f}" for j in range(4)) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--shots", type=int, nargs="+", default=[5, 10, 25, 50])
+    ap.add_argument("--steps", type=int, default=400, help="SGD steps per run, whatever N")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/l2tww_digits.json"))
+    args = ap.parse_args()
+    from assembler.train.run import ensure_trained
+    ensure_trained(DIGITS / "source.net", quiet=True)  # once, before the workers
+    # the slowest rows first, so that the two workers finish together
+    jobs = [(row, n, s, args.steps) for row in reversed(args.rows) for n in reversed(args.shots) for s in args.seeds]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        runs = list(pool.map(run_one, jobs))
+    wall = time.perf_counter() - start
+    table = report(runs, args.shots, args.seeds) if args.rows == list(ROWS) else ""
+    print(table, "\n")
+    print(lambda_table(runs, args.shots))
+    cpu = {row: sum(r["cpu_seconds"] for r in runs if r["row"] == row) for row in args.rows}
+    print(f"wall {wall / 60:.1f} min on {args.workers} workers; CPU minutes per row: "
+          + ", ".join(f"{k} {v / 60:.1f}" for k, v in cpu.items()))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"settings": {"seeds": args.seeds, "shots": args.shots, "steps": args.steps,
+                                                  "batch": BATCH, "rows": {k: ROWS[k] for k in args.rows}},
+                                     "runs": runs, "wall_seconds": wall, "table": table}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
