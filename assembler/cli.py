@@ -227,7 +227,9 @@ def compile_cmd(file, network, code, output, seed):
 
 @main.command()
 @click.argument("target", type=click.Path(exists=False))
-@click.option("--network", "-n", multiple=True, help="Network(s) to draw (default: all).")
+@click.option("--network", "-n", multiple=True,
+              help="Network(s) to draw, or an import alias whose bindings matching edges reference "
+                   "(default: all, and those imports).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output file: .svg or .dot.")
 def graph(target, network, output):
@@ -240,9 +242,13 @@ def graph(target, network, output):
     if suffix not in (".svg", ".dot"):
         raise click.BadParameter("the output must end in .svg or .dot", param_hint="'-o'")
     checked = resolve.check(resolve.read(target))
-    names = list(network) if network else list(checked.networks)
+    # imports whose bindings matching edges reference are drawn too (as stubs), so edges show
+    aliases = list(dict.fromkeys(end.split(".", 1)[0] for e in checked.edges for end in (e.source, e.target)
+                                 if end.split(".", 1)[0] in checked.imports))
+    names = list(network) if network else aliases + list(checked.networks)
     for n in names:
-        _networks(checked, n)
+        if n not in aliases:
+            _networks(checked, n)
     weights = None
     if checkpoint.is_checkpoint(target):
         weights = learned_weights(checkpoint.restore(target))

@@ -21,6 +21,7 @@ scratch < FM < L2T-w < L2T-ww, and the learned lambda per pair (Fig. 3d); writes
 
     python benchmarks/l2tww_digits.py [--seeds 0 1 2 3 4] [--shots 5 10 25 50] [--steps 400]
         [--workers 2] [--json benchmarks/results/l2tww_digits.json]
+    python benchmarks/l2tww_digits.py --report benchmarks/results/l2tww_digits.json
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ def run_one(job: tuple[str, int, int, int]) -> dict:
             "cpu_seconds": time.process_time() - start}
 
 
+def initial_lambdas(shots: int, seed: int, steps: int) -> list[float]:
+    """L2T-ww's lambda per pair before training (same seed: same initial meta-networks and
+    samples): g's weights start at torch's default, so lambda = relu6(1 + g(gap S)) is not 1."""
+    import assembler
+    from assembler.data import digits
+    from assembler.train.l2tww import edge_lambdas
+    row = "L2T-ww (all-to-all)"
+    asm = assembler.compile(assembler.parse(spec_text(row, shots, seed, steps), str(DIGITS / "bench_l2tww.net")),
+                            seed=seed)
+    x = digits(split="train", classes=[5, 6, 7, 8, 9], per_class=shots, seed=seed).x
+    return edge_lambdas(asm, "tgt", x)[0]
+
+
 def mean_sd(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values) * 100:.1f} ± {sd * 100:.1f}"
@@ -106,9 +120,10 @@ def mean_sd(values: list[float]) -> str:
 
 def report(runs: list[dict], shots: list[int], seeds: list[int]) -> str:
     acc = {(r["row"], r["shots"], r["seed"]): r["accuracy"] for r in runs}
+    present = [row for row in ROWS if any(r["row"] == row for r in runs)]
     lines = ["| method | " + " | ".join(f"N = {n}" for n in shots) + " |",
              "| --- | " + " | ".join("---:" for _ in shots) + " |"]
-    for row in ROWS:
+    for row in present:
         lines.append(f"| {row} | " + " | ".join(mean_sd([acc[row, n, s] for s in seeds]) for n in shots) + " |")
     lines += ["", "Paired differences (points, mean ± sd over seeds; wins/seeds):", "",
               "| difference | " + " | ".join(f"N = {n}" for n in shots) + " |",
@@ -116,7 +131,7 @@ def report(runs: list[dict], shots: list[int], seeds: list[int]) -> str:
     pairs = list(zip(CLAIM[1:], CLAIM[:-1])) + [("FM (all-to-all)", "FM (one-to-one)"),
                                                 ("L2T-ww (all-to-all)", "FM (all-to-all)"),
                                                 ("L2T-ww (all-to-all)", "scratch"), ("AT (one-to-one)", "scratch")]
-    for a, b in pairs:
+    for a, b in [(a, b) for a, b in pairs if a in present and b in present]:
         cells = []
         for n in shots:
             d = [acc[a, n, s] - acc[b, n, s] for s in seeds]
@@ -125,18 +140,23 @@ def report(runs: list[dict], shots: list[int], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def lambda_table(runs: list[dict], shots: list[int]) -> str:
-    """Mean learned lambda per pair of L2T-ww (over seeds and samples), a source x target grid."""
+def lambda_table(runs: list[dict], shots: list[int], steps: int) -> str:
+    """L2T-ww's mean lambda per pair after training (over seeds and training samples), and its
+    change from the initial lambda of the same seeds, as source x target grids."""
     lines = []
     for n in shots:
-        got = [r["edge_lambdas"] for r in runs if r["row"] == "L2T-ww (all-to-all)" and r["shots"] == n]
-        if not got or any(g is None for g in got):
+        got = [r for r in runs if r["row"] == "L2T-ww (all-to-all)" and r["shots"] == n and r["edge_lambdas"]]
+        if not got:
             continue
-        mean = [statistics.mean(g[k] for g in got) for k in range(12)]
-        lines += [f"L2T-ww learned lambda, N = {n} (mean over seeds and training samples):", "",
+        before = [initial_lambdas(n, r["seed"], steps) for r in got]
+        mean = [statistics.mean(r["edge_lambdas"][k] for r in got) for k in range(12)]
+        moved = [statistics.mean(r["edge_lambdas"][k] - b[k] for r, b in zip(got, before)) for k in range(12)]
+        lines += [f"L2T-ww lambda after training, N = {n}, mean over {len(got)} seeds and the training samples "
+                  "(in brackets: the change from the same seeds' initial lambda):", "",
                   "| source \\ target | b1 | b2 | b3 | b4 |", "| --- | ---: | ---: | ---: | ---: |"]
         for i, s in enumerate(("c2", "c3", "c4")):
-            lines.append(f"| {s} | " + " | ".join(f"{mean[i * 4 + j]:.2f}" for j in range(4)) + " |")
+            lines.append(f"| {s} | " + " | ".join(f"{mean[i * 4 + j]:.2f} ({moved[i * 4 + j]:+.2f})"
+                                                   for j in range(4)) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -149,7 +169,14 @@ def main() -> int:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/l2tww_digits.json"))
+    ap.add_argument("--report", type=Path, help="print the tables of a results file written before; train nothing")
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        st = saved["settings"]
+        print(report(saved["runs"], st["shots"], st["seeds"]), "\n")
+        print(lambda_table(saved["runs"], st["shots"], st["steps"]))
+        return 0
     from assembler.train.run import ensure_trained
     ensure_trained(DIGITS / "source.net", quiet=True)  # once, before the workers
     # the slowest rows first, so that the two workers finish together
@@ -158,9 +185,9 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         runs = list(pool.map(run_one, jobs))
     wall = time.perf_counter() - start
-    table = report(runs, args.shots, args.seeds) if args.rows == list(ROWS) else ""
+    table = report(runs, args.shots, args.seeds)
     print(table, "\n")
-    print(lambda_table(runs, args.shots))
+    print(lambda_table(runs, args.shots, args.steps))
     cpu = {row: sum(r["cpu_seconds"] for r in runs if r["row"] == row) for row in args.rows}
     print(f"wall {wall / 60:.1f} min on {args.workers} workers; CPU minutes per row: "
           + ", ".join(f"{k} {v / 60:.1f}" for k, v in cpu.items()))

@@ -2,7 +2,7 @@
 the look-ahead against central finite differences and against the reference code's replay
 scheme (saved states + double backprop, reverse mode, written here); the look-ahead discarded;
 the frozen source untouched; located errors; the example trains, is interrupted by a real
-SIGINT, resumes bit-identically, and `show` prints each edge's learned lambda."""
+SIGINT, resumes bit-identically, `show` prints each edge's learned lambda and `graph` draws it."""
 
 from __future__ import annotations
 
@@ -375,3 +375,7 @@ def test_the_example_trains_resumes_bit_identically_after_sigint_and_show_prints
     assert f"{lams[0]:.3f}" in rows[0] and rows[0].split()[0] == "src.c2"
     as_json = json.loads(cli(["show", str(b), "--json"], tmp_path).stdout)
     assert [e["lambda"] for e in as_json["tgt"]["edges"]] == lams
+    drawn = cli(["graph", str(b), "-o", "g.svg"], tmp_path)  # the source's stubs are drawn: the edges show
+    assert drawn.returncode == 0, drawn.stderr
+    svg = (tmp_path / "g.svg").read_text()
+    assert svg.count('class="match"') == 12 and f"meta λ={lams[0]:.2f}" in svg
