@@ -187,6 +187,8 @@ def show(target, network, as_json):
 
 def _learned_edges(checked, target) -> dict[str, list[dict]]:
     """Per network, the edges into it whose lambda a checkpoint recorded (L2T-ww); {} for a spec."""
+    if not Path(target).is_dir():  # a spec file: nothing recorded (and no torch import for it)
+        return {}
     from .store import is_checkpoint, read_meta
     if not is_checkpoint(target):
         return {}
