@@ -13,8 +13,8 @@ import click
 
 from .errors import Diagnostic, SpecError
 from .ir import Span
-from .summary import binding_rows, fmt_bytes, fmt_count as _fmt_count, fmt_flops as _fmt_flops, learned_weights
-from .summary import network_summary
+from .summary import (binding_rows, edge_rows, fmt_bytes, fmt_count as _fmt_count, fmt_flops as _fmt_flops,
+                      learned_weights, network_summary)
 
 
 class _Group(click.Group):
@@ -177,10 +177,12 @@ def show(target, network, as_json):
     from . import resolve
     checked = resolve.check(resolve.read(target))
     names = _networks(checked, network)
+    learned = _learned_edges(checked, target)
     if as_json:
         out = {n: {"params": checked.params(n), "trainable": checked.params(n, trainable_only=True),
                    "flops": checked.flops(n), "inputs": {k: list(v) for k, v in checked.networks[n].inputs.items()},
-                   "outputs": list(checked.networks[n].outputs), "bindings": binding_rows(checked, n)}
+                   "outputs": list(checked.networks[n].outputs), "bindings": binding_rows(checked, n),
+                   **({"edges": learned[n]} if learned.get(n) else {})}
                for n in names}
         click.echo(json.dumps(out, indent=2))
         return
@@ -196,6 +198,26 @@ def show(target, network, as_json):
                                         for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         click.echo(f"  total: {_fmt_count(checked.params(n))} params, "
                    f"{_fmt_count(checked.params(n, trainable_only=True))} trainable, {_fmt_flops(checked.flops(n))}FLOPs")
+        if learned.get(n):
+            click.echo(f"  matching edges into {n} (learned lambda: mean ± sd over the training samples)")
+            width = max(len(f"{r['source']} -> {r['target']}") for r in learned[n])
+            for r in learned[n]:
+                click.echo(f"    {r['source'] + ' -> ' + r['target']:<{width}}  {r['weighting']}  "
+                           f"λ = {r['lambda']:.3f} ± {r['lambda_sd'] or 0.0:.3f}")
+
+
+def _learned_edges(checked, target) -> dict[str, list[dict]]:
+    """Per network, the edges into it whose lambda a checkpoint recorded (L2T-ww); {} for a spec."""
+    if not Path(target).is_dir():  # a spec file: nothing recorded (and no torch import for it)
+        return {}
+    from .store import is_checkpoint, read_meta
+    if not is_checkpoint(target):
+        return {}
+    rows = [r for r in edge_rows(checked, read_meta(Path(target)).get("metrics")) if r["lambda"] is not None]
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["target"].split(".", 1)[0], []).append(r)
+    return out
 
 
 @main.command("compile")

@@ -273,8 +273,14 @@ def _weighting(m: ir.Match, diags: list[Diagnostic]):
             diags.append(diagnostic(f"weighting '{name}' has no option '{a.name or 'positional'}'", a.span,
                                     hint=f"it takes: {', '.join(names) or 'none'}"))
             continue
-        value = a.value.value if isinstance(a.value, ir.Number) else None
         arg = entry.args[names.index(a.name)]
+        if arg.kind is bool:
+            if not isinstance(a.value, ir.Bool):
+                diags.append(diagnostic(f"'{a.name}' must be true or false", a.value.span))
+                continue
+            options[a.name] = a.value.value
+            continue
+        value = a.value.value if isinstance(a.value, ir.Number) else None
         if not isinstance(value, int) or signature.in_range(value) or (arg.check and arg.check(value)):
             diags.append(diagnostic(f"'{a.name}' must be a whole number >= 0", a.value.span))
             continue

@@ -165,7 +165,8 @@ _PROCEDURES = [
         P("inner_steps", "int", 2, _positive, "T: look-ahead steps on the matching loss"),
         P("meta_lr", "float", 1e-4, _positive, "Adam learning rate of the meta-networks"),
         P("meta_wd", "float", 1e-4, _non_negative, "weight decay of the meta-networks"),
-    ), "learning what and where to transfer (paper 003)", loader="assembler.train.l2tww:L2TWW"),
+    ), "learning what and where to transfer (paper 003)", loader="assembler.train.l2tww:L2TWW",
+        validate="assembler.checks.l2tww:validate"),
     Plugin("procedure", "compat", (
         P("aux", "names", (), doc="shared auxiliary heads: rotation (4 outputs) or common-class heads"),
         P("common", "ints", (), doc="the common classes (default: those every task's data has)"),
