@@ -148,11 +148,7 @@ class _Writer:
         return self.template_of[group.path]
 
     def _fresh(self, name: str) -> str:
-        out, i = name, 2
-        while out in self.taken:
-            out, i = f"{name}_{i}", i + 1
-        self.taken.add(out)
-        return out
+        return fresh_name(name, self.taken)
 
     # keys and text ---------------------------------------------------------------------------
 
@@ -297,11 +293,7 @@ class _Chains:
         return self._unique(_identifier(raw, items))
 
     def _unique(self, name: str) -> str:
-        out, i = name, 2
-        while out in self.used:
-            out, i = f"{name}_{i}", i + 1
-        self.used.add(out)
-        return out
+        return fresh_name(name, self.used)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,3 +381,12 @@ def _container(paths: list[str], stateful: set[str]) -> str:
     if prefix and {m for m in stateful if m.startswith(prefix + ".")} <= set(paths):
         return prefix
     return paths[0]
+
+
+def fresh_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`, ... : the first not in `taken`, which it joins."""
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}_{i}", i + 1
+    taken.add(out)
+    return out
