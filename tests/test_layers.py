@@ -30,7 +30,7 @@ LAYERS = [
     ("training", {"train"}),
     ("tools", {"analysis", "interop"}),
     ("testing", {"testing"}),  # testing.checks compiles; the strategies are torch-free (below)
-    ("command line", {"cli", "demo", "__main__", "__init__"}),
+    ("command line", {"cli", "commands", "demo", "__main__", "__init__"}),
 ]
 NO_TORCH = {"front end"}
 TORCH_FREE = {"assembler.testing", "assembler.testing.strategies", "assembler.testing.shapes", "assembler.testing.generator",

@@ -37,7 +37,7 @@ def evaluate(model: nn.Module, ds, batch: int = 256, per_class: bool = False) ->
     model.eval()
     device = _device_of(model)
     correct, loss, n = 0, 0.0, 0
-    k = None
+    seen = hit = None  # per class, with `per_class`
     with torch.no_grad():
         for i in range(0, len(ds), batch):
             x, y = ds.x[i:i + batch].to(device), ds.y[i:i + batch].to(device)
@@ -48,13 +48,12 @@ def evaluate(model: nn.Module, ds, batch: int = 256, per_class: bool = False) ->
             n += len(y)
             if per_class:
                 k = logits.shape[1]
-                seen = torch.bincount(y.cpu(), minlength=k)[:k] if k else None
-                hit = torch.bincount(y[pred == y].cpu(), minlength=k)[:k]
-                counts = (seen, hit) if i == 0 else (counts[0] + seen, counts[1] + hit)
+                s, h = torch.bincount(y.cpu(), minlength=k)[:k], torch.bincount(y[pred == y].cpu(), minlength=k)[:k]
+                seen, hit = (s, h) if seen is None else (seen + s, hit + h)
     model.train(was)
     out = {"accuracy": correct / max(1, n), "loss": loss / max(1, n), "samples": n}
-    if per_class and n:
+    if seen is not None:
+        k = len(seen)
         names = ds.class_names if ds.class_names and len(ds.class_names) == k else [str(c) for c in range(k)]
-        seen, hit = counts
         out["per_class"] = {names[c]: (hit[c] / seen[c]).item() if seen[c] else None for c in range(k)}
     return out

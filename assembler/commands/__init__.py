@@ -1,0 +1,1 @@
+"""The command-line verbs, one module per area; `assembler.cli` gathers them into one group."""
