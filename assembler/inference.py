@@ -7,7 +7,8 @@
 - NetTailor's proxies inlined (max-pool, 1x1 conv, batch-norm as separate nodes) so the
   passes below see their parts;
 - gates fixed: softmax computed once, each path multiplied by its constant alpha (a Python
-  float) and summed; a path whose alpha is exactly 0 is dropped with everything only it used;
+  float) and summed (then a ReLU for `mix="relu"`); a path whose alpha is exactly 0 is dropped
+  with everything only it used;
 - batch-norm folded into the conv or linear layer before it;
 - constant scales pushed through positively homogeneous ops (relu, pooling, flatten: alpha is
   a softmax value, so it is positive) into the conv or linear layer that produces them; a
@@ -227,6 +228,8 @@ def _fold_gates(gm: fx.GraphModule) -> None:
                 out = term if out is None else gm.graph.call_function(operator.add, (out, term))
             if out is None:  # every alpha underflowed to 0: the gate outputs zeros
                 out = gm.graph.call_function(operator.mul, (node.args[0], 0.0))
+            if gate.mix == "relu":  # relu(sum_i alpha_i path_i): the reference code's mixing
+                out = gm.graph.call_function(torch.relu, (out,))
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
 
@@ -420,7 +423,8 @@ def _to_channels_last(gm: fx.GraphModule) -> None:
 
 drop_dropout = _pass(_drop_dropout, "Eval-mode dropout removed.")
 inline_proxies = _pass(_inline_proxies, "Each NetTailor proxy split into its max-pool, 1x1 conv and batch-norm nodes.")
-fold_gates = _pass(_fold_gates, "Gates replaced by constant-alpha sums; paths of alpha exactly 0 dropped.")
+fold_gates = _pass(_fold_gates, "Gates replaced by constant-alpha sums (and their ReLU for mix=\"relu\"); paths "
+                                "of alpha exactly 0 dropped.")
 fold_batchnorm = _pass(_fold_batchnorm, "Eval batch-norm folded into the conv (or linear) layer it follows, where "
                                         "that layer's output is read only by the batch-norm.")
 fold_scales = _pass(_fold_scales, "Positive constant scales moved into the conv or linear layer that produces "

@@ -42,17 +42,18 @@ def softmax(xs):
 def test_expected_complexity_by_hand():
     asm = assembler.compile(assembler.parse(TWO_LAYERS))
     net = asm.checked.networks["n"]
-    # FLOPs (multiply-accumulates): conv 3x3 2->2 on 4x4 = 576, proxy 1x1 = 64, gap 32, linear 6.
+    # FLOPs (multiply-accumulates): conv 3x3 2->2 on 4x4 = 576, proxy 1x1 = 64 + its batch-norm 32,
+    # gap 32, linear 6.
     total = 576 + 576 + 32 + 6  # the network without proxies and gates
     costs = {(p.binding, p.index): p.cost for p in gate_paths(net)}
-    assert costs == {("a", 0): 576 / total, ("a", 1): 64 / total, ("b", 0): 576 / total,
-                     ("b", 1): 64 / total, ("b", 2): 64 / total}
+    assert costs == {("a", 0): 576 / total, ("a", 1): 96 / total, ("b", 0): 576 / total,
+                     ("b", 1): 96 / total, ("b", 2): 96 / total}
     a, b = softmax([2, -2]), softmax([1, 0, -1])
     p_in_from_a = (1 - a[0]) * (1 - a[1])  # every path merging into a excluded
     p_out_of_a = (1 - b[0]) * (1 - b[2])  # every path leaving a excluded (b0 and b2 read a)
     # x is an input (never excluded); b is read by the classifier (never output-excluded)
-    expected = (576 * (a[0] - 0 - p_out_of_a) + 64 * (a[1] - 0 - p_out_of_a)
-                + 576 * (b[0] - p_in_from_a - 0) + 64 * (b[1] - 0 - 0) + 64 * (b[2] - p_in_from_a - 0)) / total
+    expected = (576 * (a[0] - 0 - p_out_of_a) + 96 * (a[1] - 0 - p_out_of_a)
+                + 576 * (b[0] - p_in_from_a - 0) + 96 * (b[1] - 0 - 0) + 96 * (b[2] - p_in_from_a - 0)) / total
     ec = ExpectedComplexity(net, asm.modules)()
     assert ec.item() == pytest.approx(expected, rel=1e-6)
     ec.backward()
