@@ -52,22 +52,24 @@ class Assembly:
     def names(self) -> list[str]:
         return list(self.checked.networks)
 
-    def network(self, name: str, taps: Iterable[str] = (), *, start: Iterable[str] = (),
+    def network(self, name: str, taps: Iterable[str] = (), *, start: Iterable[str] = (), end: Iterable[str] = (),
                 variant: str | None = None) -> fx.GraphModule:
         """The network as a GraphModule, built once and cached.
 
         `taps`: it returns `(outputs, {binding: value})` from one forward pass. `start`: a
         sub-graph whose inputs are these bindings' values (one argument each, in order) and
-        whose outputs are the network's. `variant`: a registered rewrite of the graph
-        (`assembler.variants`). `name` may be an imported network (`pre.cnn`, or `pre` when
-        the imported file holds one network)."""
-        taps, start = tuple(taps), tuple(start)
+        whose outputs are the network's. `end`: a sub-graph whose outputs are these bindings'
+        values instead (only what they need runs; with `start`, one layer can be run on its
+        own). `variant`: a registered rewrite of the graph (`assembler.variants`). `name` may
+        be an imported network (`pre.cnn`, or `pre` when the imported file holds one network)."""
+        taps, start, end = tuple(taps), tuple(start), tuple(end)
         if name not in self.checked.networks:
-            return self._imported(name).network(self._imported_name(name), taps, start=start, variant=variant)
-        key = (name, taps, start, variant)
+            return self._imported(name).network(self._imported_name(name), taps, start=start, end=end,
+                                                variant=variant)
+        key = (name, taps, start, end, variant)
         if key not in self._graphs:
             net = self.checked.networks[name]
-            gm = build_graph(subgraph(net, start) if start else net, self.modules, taps)
+            gm = build_graph(subgraph(net, start, end) if start or end else net, self.modules, taps)
             if variant is not None:
                 from .variants import apply_variant
                 gm = apply_variant(variant, gm)
@@ -175,13 +177,18 @@ def _is_meta(edge: nn.Module, pname: str) -> bool:
     return meta is not None and any(p is dict(edge.named_parameters())[pname] for p in meta())
 
 
-def subgraph(net: CheckedNetwork, start: tuple[str, ...]) -> CheckedNetwork:
-    """The part of a network from the values of the `start` bindings to its outputs: those
-    bindings become its inputs. Raises KeyError when a start is no binding, or when the
+def subgraph(net: CheckedNetwork, start: tuple[str, ...], end: tuple[str, ...] = ()) -> CheckedNetwork:
+    """The part of a network from the values of the `start` bindings (or from its inputs,
+    when none is given) to its outputs (or to the values of the `end` bindings): the start
+    bindings become its inputs. Raises KeyError when a start or end is no binding, or when the
     outputs still depend on an input that no start cuts off."""
-    missing = [b for b in start if b not in net.bindings]
+    missing = [b for b in start + end if b not in net.bindings]
     if missing:
-        raise KeyError(f"network '{net.name}' has no binding(s) {', '.join(missing)} to start from")
+        raise KeyError(f"network '{net.name}' has no binding(s) {', '.join(missing)} to start from or end at")
+    if end:
+        net = net.model_copy(update={"outputs": tuple(net.bindings[b] for b in end)})
+    if not start:  # the network's own inputs, all of them (the call signature stays)
+        start = tuple(net.inputs)
     cut = {net.bindings[b] for b in start}
     needed, todo = set(), list(net.outputs)
     while todo:

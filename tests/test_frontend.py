@@ -33,11 +33,20 @@ def test_every_spec_checks_and_round_trips(path, monkeypatch):
     assert [c.text for c in again.comments] == [c.text for c in spec.comments]
 
 
+# NetTailor chooses k against the teacher's accuracy on held-out training data, so both of its
+# sections hold out the same share (issue 14); the shared examples predate the setting.
+ADDS_VALIDATION = {"tailor.net", "tailor_resnet.net"}
+
+
 def test_examples_are_copied_faithfully():
     """specs/digits holds the shared examples in canonical format: the same meaning and the
     same comments, laid out as `assembler fmt` lays them out."""
     for f in SHARED.glob("*.net"):
-        ours = assembler.parse((ROOT / "specs" / "digits" / f.name).read_text(), f.name)
+        text = (ROOT / "specs" / "digits" / f.name).read_text()
+        if f.name in ADDS_VALIDATION:  # the one deliberate change: the same share held out of both sections
+            assert text.count("\n    validation = 0.2\n") == 2, f.name
+            text = text.replace("\n    validation = 0.2\n", "\n")
+        ours = assembler.parse(text, f.name)
         theirs = assembler.parse(f.read_text(), f.name)
         assert ours == theirs, f.name
         assert [c.text for c in ours.comments] == [c.text for c in theirs.comments], f.name
