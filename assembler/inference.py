@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import inference_fuse as fuse
 from . import modules as M
 
 # Functions without state or randomness: two calls with the same arguments give the same value.
@@ -74,11 +75,23 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
     `check_with` (inputs), the result is checked against `gm` as `compile` does."""
     out = _copy(gm)
     for rewrite in (_drop_dropout, _inline_proxies, _fold_gates, _fold_batchnorm, _fold_scales,
-                    _fuse_scaled_adds, _share_common, _direct_calls):
+                    _fuse_scaled_adds, _share_common, fuse.merge_parallel_convs):
         rewrite(out)
         _tidy(out)
+    if check_with is not None:  # shapes tell which values can be concatenated or overwritten
+        _shapes(out, check_with)
+        fuse.concat_convs(out)
+        _tidy(out)
+    fuse.stack_sibling_convs(out)
+    _tidy(out)
+    _direct_calls(out)
+    _tidy(out)
     if channels_last:
         _to_channels_last(out)
+        _tidy(out)
+    if check_with is not None:
+        _shapes(out, check_with)
+        fuse.in_place(out)
         _tidy(out)
     if check_with is not None:
         diff = max_abs_diff(gm, out, check_with)
@@ -88,6 +101,13 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
                                f"(max abs difference {diff:.3g} for outputs up to {scale:.3g}); this is a bug "
                                "in assembler.inference")
     return out
+
+
+def _shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Every node's output shape in `node.meta["tensor_meta"]` (fx's ShapeProp)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*inputs)
 
 
 def _pass(rewrite: Callable[[fx.GraphModule], None], doc: str) -> Callable[[fx.GraphModule], fx.GraphModule]:

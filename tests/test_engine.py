@@ -227,6 +227,21 @@ def test_subgraph_from_a_binding_equals_the_tail_of_the_network():
         asm.network("n", start=["nope"])
 
 
+def test_a_subgraph_can_end_at_bindings():
+    """`end`: the sub-graph returns those bindings' values and runs nothing else; with `start`,
+    one binding computed from the values it reads (NetTailor's layer-local teacher term)."""
+    asm = assembler.compile(assembler.parse(NET.format(name="n", classes=5)), imports=False)
+    full, head, layer = asm.network("n", taps=["h"]), asm.network("n", end=["h"]), asm.network("n", start=["h"], end=["y"])
+    for g in (full, head, layer):
+        g.eval()
+    x = torch.rand(3, 1, 8, 8)
+    out, acts = full(x)
+    assert torch.equal(head(x), acts["h"]) and torch.equal(layer(acts["h"]), out)
+    assert not any(n.name.startswith("y") for n in head.graph.nodes)  # the classifier does not run
+    with pytest.raises(KeyError, match="no binding"):
+        asm.network("n", end=["nope"])
+
+
 def test_a_registered_variant_rewrites_a_copy_of_the_graph():
     from torch import fx
 
