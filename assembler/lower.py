@@ -347,7 +347,7 @@ class Lowerer:
             module = self.declare(f"{ctx.path}.{merge.name}", merge.name, args, shape, trainable,
                                   merge.role or "merge", params, call.span)
         node_args = args
-        if merge.name == "gate" and args.get("mix") == "relu":
+        if merge.role == "gate" and args.get("mix") == "relu":
             inputs, absorbed = self._absorb_relus(inputs, ctx)
             node_args = {**args, "absorbed": absorbed}
         return self.add(ctx, merge.name, tuple(inputs), shape, args=node_args, module=module, trainable=trainable,
@@ -367,7 +367,7 @@ class Lowerer:
                 after.append(node)
                 node = self.nodes[node]["inputs"][0]
             relu = self.nodes[node]
-            readers = [n for n in self.nodes.values() if node in n["inputs"]]
+            readers = [n for n in self._own_nodes(ctx.binding) if node in n["inputs"]]
             if relu["binding"] != ctx.binding or relu["op"] != "relu" or len(readers) > (1 if after else 0):
                 out.append(last)  # no relu of its own, or one that something else reads too
                 continue
@@ -379,6 +379,13 @@ class Lowerer:
             out.append(last if after else source)
             absorbed.append(i)
         return out, absorbed
+
+    def _own_nodes(self, binding: str):
+        """The nodes lowered so far for `binding` (the last ones: a binding lowers in one go)."""
+        for n in reversed(self.nodes.values()):
+            if n["binding"] != binding:
+                return
+            yield n
 
     def _merge_paths(self, op: str, paths: list[ir.Arg], ctx: Ctx) -> list[str]:
         """Lower every path of a merge (all of them, so that each path's errors are reported)."""

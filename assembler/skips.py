@@ -3,8 +3,9 @@
 For the listed nodes each nl (l >= 1) becomes `gate(<its chain>, np -> P(c, stride) for p in
 [max(0, l-k), l-1], mix=M)`, with c the channels of nl and stride the spatial ratio of np to
 nl, both from shape inference. M is "relu" by default: NetTailor's code mixes as
-relu(sum_i alpha_i path_i), the block's own final ReLU moved after the mix. The checking pipeline expands the macro here; `edits.add_skips`
-(the public edit) writes the statement and lets the pipeline expand it.
+relu(sum_i alpha_i path_i), the block's own final ReLU moved after the mix. The checking
+pipeline expands the macro here; `edits.add_skips` (the public edit) writes the statement and
+lets the pipeline expand it.
 """
 
 from __future__ import annotations
