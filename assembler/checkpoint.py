@@ -52,20 +52,7 @@ def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics:
             (tmp / name).write_bytes(blob)
         if metrics_lines is not None:
             (tmp / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics_lines), encoding="utf-8")
-        meta = {
-            "format": FORMAT,
-            "assembler": _pkg_version(),
-            "torch": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "networks": asm.names,
-            "seed": asm.seed,
-            "settings": settings or {},
-            "metrics": metrics or {},
-            "hashes": {SPEC: sha256(tmp / SPEC), WEIGHTS: sha256(tmp / WEIGHTS),
-                       **{name: hashlib.sha256(blob).hexdigest() for name, blob in (files or {}).items()}},
-            "imports": imports,
-            **(extra or {}),
-        }
+        meta = _meta(asm, tmp, settings, metrics, imports, files, extra)
         raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8")
         (tmp / META).write_bytes(raw)
         (tmp / META_HASH).write_text(hashlib.sha256(raw).hexdigest() + "\n", encoding="ascii")  # last: complete
@@ -76,6 +63,24 @@ def save(asm, path: str | os.PathLike, *, settings: dict | None = None, metrics:
         raise
     register(checkpoint_id(meta), target)
     return target
+
+
+def _meta(asm, tmp: Path, settings, metrics, imports, files, extra) -> dict:
+    """meta.json's content: versions, what was trained how, and the hashes of the other files."""
+    return {
+        "format": FORMAT,
+        "assembler": _pkg_version(),
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "networks": asm.names,
+        "seed": asm.seed,
+        "settings": settings or {},
+        "metrics": metrics or {},
+        "hashes": {SPEC: sha256(tmp / SPEC), WEIGHTS: sha256(tmp / WEIGHTS),
+                   **{name: hashlib.sha256(blob).hexdigest() for name, blob in (files or {}).items()}},
+        "imports": imports,
+        **(extra or {}),
+    }
 
 
 def _pkg_version() -> str:

@@ -13,8 +13,8 @@ import click
 
 from .errors import Diagnostic, SpecError
 from .ir import Span
-from .summary import binding_rows, fmt_bytes, fmt_count as _fmt_count, fmt_flops as _fmt_flops, learned_weights
-from .summary import network_summary
+from .summary import (binding_rows, edge_rows, fmt_bytes, fmt_count as _fmt_count, fmt_flops as _fmt_flops,
+                      learned_weights, network_summary)
 
 
 class _Group(click.Group):
@@ -177,10 +177,12 @@ def show(target, network, as_json):
     from . import resolve
     checked = resolve.check(resolve.read(target))
     names = _networks(checked, network)
+    learned = _learned_edges(checked, target)
     if as_json:
         out = {n: {"params": checked.params(n), "trainable": checked.params(n, trainable_only=True),
                    "flops": checked.flops(n), "inputs": {k: list(v) for k, v in checked.networks[n].inputs.items()},
-                   "outputs": list(checked.networks[n].outputs), "bindings": binding_rows(checked, n)}
+                   "outputs": list(checked.networks[n].outputs), "bindings": binding_rows(checked, n),
+                   **({"edges": learned[n]} if learned.get(n) else {})}
                for n in names}
         click.echo(json.dumps(out, indent=2))
         return
@@ -196,6 +198,26 @@ def show(target, network, as_json):
                                         for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         click.echo(f"  total: {_fmt_count(checked.params(n))} params, "
                    f"{_fmt_count(checked.params(n, trainable_only=True))} trainable, {_fmt_flops(checked.flops(n))}FLOPs")
+        if learned.get(n):
+            click.echo(f"  matching edges into {n} (learned lambda: mean ± sd over the training samples)")
+            width = max(len(f"{r['source']} -> {r['target']}") for r in learned[n])
+            for r in learned[n]:
+                click.echo(f"    {r['source'] + ' -> ' + r['target']:<{width}}  {r['weighting']}  "
+                           f"λ = {r['lambda']:.3f} ± {r['lambda_sd'] or 0.0:.3f}")
+
+
+def _learned_edges(checked, target) -> dict[str, list[dict]]:
+    """Per network, the edges into it whose lambda a checkpoint recorded (L2T-ww); {} for a spec."""
+    if not Path(target).is_dir():  # a spec file: nothing recorded (and no torch import for it)
+        return {}
+    from .store import is_checkpoint, read_meta
+    if not is_checkpoint(target):
+        return {}
+    rows = [r for r in edge_rows(checked, read_meta(Path(target)).get("metrics")) if r["lambda"] is not None]
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["target"].split(".", 1)[0], []).append(r)
+    return out
 
 
 @main.command("compile")
@@ -291,10 +313,19 @@ def train(file, network, out, sets, resume, force, device, quiet):
     for name, history in results.items():
         if network is not None and name != network:
             continue
-        last = next((m for m in reversed(history) if "test_accuracy" in m), history[-1] if history else {})
-        acc = last.get("test_accuracy")
+        acc = _last_test_accuracy(history, name)
         where = out if network else out / name
         click.echo(f"{name}: test accuracy {acc:.4f} ({where})" if acc is not None else f"{name}: trained ({where})")
+
+
+def _last_test_accuracy(history: list[dict], name: str) -> float | None:
+    """A network's last test accuracy in a metrics history (top level, or per network when the
+    section trained several)."""
+    for m in reversed(history):
+        row = (m.get("networks") or {}).get(name, m)
+        if row.get("test_accuracy") is not None:
+            return row["test_accuracy"]
+    return None
 
 
 def resume_command(file: str, network: str | None, out: Path, sets, device: str | None) -> str:
@@ -329,8 +360,7 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
     if data_text:
         call, base = _data_flag(data_text), Path.cwd()
     else:
-        call, base = _recorded_test_data(meta, asm.names.index(name) if name in asm.names else 0), \
-            Path(meta.get("base_dir") or ".")
+        call, base = _recorded_test_data(meta, _data_index(asm, meta, name)), Path(meta.get("base_dir") or ".")
     net = asm.checked.networks[name]
     shape = next(iter(net.inputs.values()))
     flag = Span(file="--data") if data_text else None
@@ -341,6 +371,8 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
     asm.to(resolve_device(device))
     result = evaluate(asm.network(name), ds, per_class=verbose)
     result = {"network": name, "data": ds.name, **_rounded(result)}
+    if not data_text:  # what the checkpoint's procedure adds (compat: recombination accuracy)
+        result.update(_rounded(_procedure_report(asm, meta, name, base, shape)))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -348,6 +380,40 @@ def eval_cmd(checkpoint, network, data_text, device, as_json, verbose):
                f"samples of {ds.name}")
     for c, a in (result.get("per_class") or {}).items():
         click.echo(f"  class {c}: {a:.4f}" if a is not None else f"  class {c}: no samples")
+    for key, row in {**(result.get("recombination") or {}).get("pairs", {}),
+                     **({"recombined " + name: result["recombined"]} if "recombined" in result else {})}.items():
+        click.echo(f"{key}: accuracy {row['batch']:.4f} (batch statistics), {row['running']:.4f} (running "
+                   f"statistics) on {row['samples']} samples of the common classes")
+
+
+def _data_index(asm, meta: dict, name: str) -> int:
+    """Whose recorded data evaluates `name`: its own when the checkpoint trained it, else that of
+    the trained network whose module gives its output (a recombined network: its head's task)."""
+    trained = meta.get("train", {}).get("networks") or []
+    if name in trained:
+        return trained.index(name)
+    net = asm.checked.networks[name]
+    key = (net.node(net.outputs[0]).module or "") if net.outputs else ""
+    return next((i for i, t in enumerate(trained) if key.startswith(t + ".")), 0)
+
+
+def _procedure_report(asm, meta: dict, name: str, base: Path, shape) -> dict:
+    """The extra results of the checkpoint's procedure: its `eval_report(asm, meta, load,
+    network)`, if it has one, given `load(key, i)` for the recorded "data" or "test" setting of
+    the i-th trained network."""
+    from . import data as data_mod
+    from .settings import plugins
+    proc = meta.get("settings", {}).get("procedure", {}).get("name")
+    plugin = plugins("procedure").get(proc) if proc else None
+    hook = getattr(plugin.resolve(), "eval_report", None) if plugin else None
+    if hook is None:
+        return {}
+
+    def load(key: str, i: int):
+        value = meta["settings"].get(key) if key == "data" else _recorded_test_data(meta, i)
+        call = value[min(i, len(value) - 1)] if isinstance(value, list) else value
+        return data_mod.load(call, base, None, seed=meta.get("settings", {}).get("seed"), shape=shape)
+    return hook(asm, meta, load, name)
 
 
 def _checkpoint_arg(path: str) -> Path:

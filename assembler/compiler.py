@@ -14,7 +14,7 @@ import torch
 from torch import fx, nn
 
 from . import ir
-from .graph import Checked, CheckedNetwork, GraphNode
+from .graph import Checked, CheckedNetwork
 from .keys import ModuleKey
 from .lowerings import build, emit
 from .matching import build_edge
@@ -52,16 +52,16 @@ class Assembly:
     def names(self) -> list[str]:
         return list(self.checked.networks)
 
-    def network(self, name: str, taps: Iterable[str] = (), *, start: Iterable[str] = (), end: Iterable[str] = (),
-                variant: str | None = None) -> fx.GraphModule:
+    def network(self, name: str, taps: Iterable[str] = (), *, start: Iterable[str] = (),
+                end: Iterable[str] = (), variant: str | None = None) -> fx.GraphModule:
         """The network as a GraphModule, built once and cached.
 
         `taps`: it returns `(outputs, {binding: value})` from one forward pass. `start`: a
         sub-graph whose inputs are these bindings' values (one argument each, in order) and
         whose outputs are the network's. `end`: a sub-graph whose outputs are these bindings'
-        values instead (only what they need runs; with `start`, one layer can be run on its
-        own). `variant`: a registered rewrite of the graph (`assembler.variants`). `name` may
-        be an imported network (`pre.cnn`, or `pre` when the imported file holds one network)."""
+        values (in order) instead; with `start`, the part between them. `variant`: a registered
+        rewrite of the graph (`assembler.variants`). `name` may be an imported network
+        (`pre.cnn`, or `pre` when the imported file holds one network)."""
         taps, start, end = tuple(taps), tuple(start), tuple(end)
         if name not in self.checked.networks:
             return self._imported(name).network(self._imported_name(name), taps, start=start, end=end,
@@ -178,38 +178,16 @@ def _is_meta(edge: nn.Module, pname: str) -> bool:
 
 
 def subgraph(net: CheckedNetwork, start: tuple[str, ...], end: tuple[str, ...] = ()) -> CheckedNetwork:
-    """The part of a network from the values of the `start` bindings (or from its inputs,
-    when none is given) to its outputs (or to the values of the `end` bindings): the start
-    bindings become its inputs. Raises KeyError when a start or end is no binding, or when the
-    outputs still depend on an input that no start cuts off."""
-    missing = [b for b in start + end if b not in net.bindings]
+    """The part of a network from the values of the `start` bindings (its inputs; without
+    `start`, the network's own) to its outputs, or to the values of the `end` bindings. Raises
+    KeyError when a start or end is no binding, or when the outputs still depend on an input
+    that no start cuts off."""
+    missing = [b for b in (*start, *end) if b not in net.bindings]
     if missing:
         raise KeyError(f"network '{net.name}' has no binding(s) {', '.join(missing)} to start from or end at")
-    if end:
-        net = net.model_copy(update={"outputs": tuple(net.bindings[b] for b in end)})
-    if not start:  # the network's own inputs, all of them (the call signature stays)
-        start = tuple(net.inputs)
-    cut = {net.bindings[b] for b in start}
-    needed, todo = set(), list(net.outputs)
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        if name not in cut:
-            todo.extend(net.node(name).inputs)
-    leaks = [n.name for n in net.nodes if n.op == "input" and n.name in needed and n.name not in cut]
-    if leaks:
-        raise KeyError(f"the outputs of '{net.name}' still read the input(s) {', '.join(leaks)} besides "
-                       f"{', '.join(start)}: the start bindings do not cut the network")
-    placeholders = tuple(GraphNode.model_construct(**{**net.node(c).__dict__, "op": "input", "inputs": (),
-                                                      "module": None, "args": {}}) for c in (net.bindings[b] for b in start))
-    nodes = placeholders + tuple(n for n in net.nodes if n.name in needed and n.name not in cut)
-    bindings = {b: n for b, n in net.bindings.items() if n in needed}
-    sub = net.model_copy(update={"nodes": nodes, "inputs": {net.bindings[b]: net.shape(b) for b in start},
-                                 "bindings": bindings})
-    sub._by_name = None  # model_copy keeps the original's node index
-    return sub
+    outputs = tuple(net.bindings[b] for b in end) if end else net.outputs
+    starts = tuple(net.bindings[b] for b in start) if start else tuple(net.inputs)
+    return net.cut(starts, outputs)
 
 
 def local_path(network: str, key: str) -> str:

@@ -94,7 +94,10 @@ class SpecError(Exception):
         if not diags:
             raise ValueError("SpecError needs at least one diagnostic")
         self.diagnostics = diags
-        super().__init__(self.render())
+        super().__init__(diags[0].message)  # rendered on demand (`str`), not here: 10,000 errors render once
+
+    def __reduce__(self):
+        return type(self), (self.diagnostics,)
 
     @classmethod
     def at(cls, message: str, span=None, *, hint: str | None = None, width: int | None = None,
@@ -180,7 +183,7 @@ def find_word(line: str, word: str, start: int = 0) -> int:
 
 
 #: How many candidate names `did_you_mean` may compare in one check (see `suggestion_budget`).
-SUGGESTION_BUDGET = 2_000_000
+SUGGESTION_BUDGET = 200_000
 _budget = [SUGGESTION_BUDGET]
 
 
@@ -194,10 +197,10 @@ def suggestion_budget(total: int = SUGGESTION_BUDGET) -> None:
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None."""
-    choices = set(choices)
-    if len(choices) > _budget[0]:
+    if _budget[0] <= 0 or hasattr(choices, "__len__") and len(choices) > _budget[0]:
         return None
-    _budget[0] -= len(choices)
+    choices = set(choices)
+    _budget[0] -= max(1, len(choices))
     close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 

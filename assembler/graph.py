@@ -91,6 +91,29 @@ class CheckedNetwork(BaseModel):
                 g.add_edge(i, n.name)
         return g
 
+    def cut(self, start: tuple[str, ...], end: tuple[str, ...]) -> "CheckedNetwork":
+        """The part of the network from the values of the `start` nodes, which become its inputs,
+        to the `end` nodes, its outputs. Raises KeyError when the outputs still read an input
+        that no start cuts off."""
+        cut = set(start)
+        needed, todo = set(), list(end)
+        while todo:
+            name = todo.pop()
+            if name not in needed:
+                needed.add(name)
+                if name not in cut:
+                    todo.extend(self.node(name).inputs)
+        leaks = [n.name for n in self.nodes if n.op == "input" and n.name in needed and n.name not in cut]
+        if leaks:
+            raise KeyError(f"the outputs of '{self.name}' still read the input(s) {', '.join(leaks)} besides "
+                           f"{', '.join(start)}: they do not cut the network")
+        placeholders = tuple(GraphNode.model_construct(**{**self.node(c).__dict__, "op": "input", "inputs": (),
+                                                          "module": None, "args": {}}) for c in start)
+        nodes = placeholders + tuple(n for n in self.nodes if n.name in needed and n.name not in cut)
+        return CheckedNetwork.model_construct(
+            name=self.name, inputs={c: self.node(c).shape for c in start}, outputs=tuple(end), nodes=nodes,
+            bindings={b: n for b, n in self.bindings.items() if n in needed}, span=self.span, failed=self.failed)
+
     def binding_graph(self):
         """A networkx view of the bindings (inputs included): an edge a -> b when b reads a."""
         if self._bindings_graph is None:

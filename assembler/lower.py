@@ -391,7 +391,7 @@ class Lowerer:
         """Lower every path of a merge (all of them, so that each path's errors are reported)."""
         inputs, errors = [], []
         for i, a in enumerate(paths):
-            role = "proxy" if op == "gate" and i > 0 and ctx.role == "layer" else ctx.role
+            role = "proxy" if merges()[op].role == "gate" and i > 0 and ctx.role == "layer" else ctx.role
             try:
                 value = a.value if isinstance(a.value, ir.Chain) else ir.Chain.model_construct(source=a.value,
                                                                                               span=a.span)

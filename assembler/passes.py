@@ -188,16 +188,19 @@ def lower_networks(st: State) -> State:
     expanded: dict[str, ir.Network] = {}
     scope = Scope(blocks=spec.blocks, shared=spec.shared, networks=networks, imports=st.imports, modules=modules,
                   failed=st.failed, text=spec.text, network_names=frozenset(spec.networks), limits=st.limits)
+    broken = set()  # networks with errors of their own: later passes do not pile errors on them
     for name in st.order:
-        net = spec.networks[name]
+        net, before = spec.networks[name], len(diags)
         if any(isinstance(s, ir.Skips) for s in net.body):
             net = expand_macros(net, scope, diags)
             expanded[name] = net
         checked, declared, found = lower_network(net, scope)
         diags += found
+        if len(diags) > before:
+            broken.add(name)
         networks[name] = checked
         modules.update(declared)
-    return st.report(diags, networks=networks, modules=modules, expanded=expanded)
+    return st.report(diags, networks=networks, modules=modules, expanded=expanded, failed=st.failed | broken)
 
 
 def expand_macros(net: ir.Network, scope: Scope, diags: list[Diagnostic]) -> ir.Network:
@@ -270,8 +273,14 @@ def _weighting(m: ir.Match, diags: list[Diagnostic]):
             diags.append(diagnostic(f"weighting '{name}' has no option '{a.name or 'positional'}'", a.span,
                                     hint=f"it takes: {', '.join(names) or 'none'}"))
             continue
-        value = a.value.value if isinstance(a.value, ir.Number) else None
         arg = entry.args[names.index(a.name)]
+        if arg.kind is bool:
+            if not isinstance(a.value, ir.Bool):
+                diags.append(diagnostic(f"'{a.name}' must be true or false", a.value.span))
+                continue
+            options[a.name] = a.value.value
+            continue
+        value = a.value.value if isinstance(a.value, ir.Number) else None
         if not isinstance(value, int) or signature.in_range(value) or (arg.check and arg.check(value)):
             diags.append(diagnostic(f"'{a.name}' must be a whole number >= 0", a.value.span))
             continue
@@ -332,8 +341,9 @@ def _shape_of(net: CheckedNetwork, binding: str, ref: ir.Ref, diags: list[Diagno
 
 
 def _named_networks(st: State) -> dict[str, CheckedNetwork]:
-    """Every checked network by the name a setting uses: `net`, `alias.net`, `alias` (one network)."""
-    out = dict(st.networks)
+    """Every checked network by the name a setting uses: `net`, `alias.net`, `alias` (one network);
+    networks with errors of their own are left out (their errors explain what follows)."""
+    out = {n: net for n, net in st.networks.items() if n not in st.failed}
     for alias, imp in st.imports.items():
         out.update({f"{alias}.{n}": net for n, net in imp.networks.items()})
         if imp.single:

@@ -146,9 +146,11 @@ _PROCEDURES = [
         P("teacher", "network", doc="the network whose task module the student must reproduce"),
         P("at", "binding", doc="the adapter whose input the pseudo-gradients are taken at"),
         P("lam", "float", 1.0, _non_negative, "weight of the gradient-matching term"),
-        P("alpha", "float", 1.0, doc="scale of the student's pseudo-gradients"),
-        P("projections", "int", 1, _positive, "random projections J drawn per step"),
-    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill"),
+        P("alpha", "float", 1.0, _positive, "fixed scale of the student's pseudo-gradients (not learned)"),
+        P("projections", "int", 1, _non_negative, "random projections r per sample and step; 0: the full Jacobian"),
+        P("ce", "bool", True, doc="add the task loss (needs labelled data); false: train without labels"),
+    ), "back-distillation (network transplanting, paper 000)", loader="assembler.train.backdistill:BackDistill",
+        labels=lambda args: args.get("ce", True), validate="assembler.checks.backdistill:validate"),
     Plugin("procedure", "nettailor", (
         P("teacher", "network", doc="fine-tuned network whose blocks and logits the student matches"),
         P("gamma1", "float", 0.3, _non_negative, "weight of the expected complexity E[C]"),
@@ -166,13 +168,16 @@ _PROCEDURES = [
         P("inner_steps", "int", 2, _positive, "T: look-ahead steps on the matching loss"),
         P("meta_lr", "float", 1e-4, _positive, "Adam learning rate of the meta-networks"),
         P("meta_wd", "float", 1e-4, _non_negative, "weight decay of the meta-networks"),
-    ), "learning what and where to transfer (paper 003)", loader="assembler.train.l2tww:L2TWW"),
+    ), "learning what and where to transfer (paper 003)", loader="assembler.train.l2tww:L2TWW",
+        validate="assembler.checks.l2tww:validate"),
     Plugin("procedure", "compat", (
         P("aux", "names", (), doc="shared auxiliary heads: rotation (4 outputs) or common-class heads"),
-        P("common", "ints", (), doc="classes both tasks have, for a discriminating head"),
+        P("common", "ints", (), doc="the common classes (default: those every task's data has)"),
         P("schedule", "str", "joint", _one_of("joint", "incremental"), "train together or one after the other"),
         P("iiw", "bool", False, doc="identical initial weights for every network"),
-    ), "compatible components (paper 002)", loader="assembler.train.compat:Compat"),
+        P("rotation", "names", None, doc="which aux heads predict rotation (default: those with 4 outputs)"),
+    ), "compatible components (paper 002)", loader="assembler.train.compat:Compat",
+        validate="assembler.checks.compat:validate"),
 ]
 _DATA = [
     Plugin("data", "digits", (
@@ -281,7 +286,7 @@ class SectionScope:
     shared: set[str]
     trained: tuple[str, ...] = ()
     checked: dict[str, Any] = field(default_factory=dict)  # network name (`net`, `alias`, `alias.net`) ->
-    # its CheckedNetwork, for procedures' `validate`
+    # its CheckedNetwork, for procedures' `validate` (networks with errors of their own left out)
     modules: dict[str, Any] = field(default_factory=dict)  # the spec's checked module declarations
     edges: tuple = ()  # the spec's checked matching edges (`graph.Edge`)
 
@@ -318,15 +323,15 @@ def _validate(t: ir.Train, out: dict, spans: dict, scope: SectionScope) -> list[
     """A procedure's own checks, located at the argument (or setting) they name."""
     proc = out.get("procedure")
     plugin = plugins("procedure")[proc["name"]] if isinstance(proc, dict) else None
-    if plugin is None or plugin.validate is None:
-        return []
+    if plugin is None or plugin.validate is None or any(n not in scope.checked for n in scope.trained):
+        return []  # a trained network with errors of its own: those explain what would follow
     validate = plugin.validate
     if isinstance(validate, str):
         import importlib
         module, _, attr = validate.partition(":")
         validate = getattr(importlib.import_module(module), attr)
     written = next((x.value for x in t.settings if x.key == "procedure"), None)
-    arg_spans = {a.name: a.span for a in getattr(written, "args", ()) if a.name}
+    arg_spans = {a.name: a.value.span for a in getattr(written, "args", ()) if a.name}  # at the value, as _typed
     return [diagnostic(p.message, arg_spans.get(p.at) or spans.get(p.at) or spans.get("procedure"), hint=p.hint)
             for p in validate(out, scope)]
 

@@ -15,7 +15,7 @@ def fmt_flops(n: int) -> str:
     """`1.23 M` (then the caller's unit); integer arithmetic, so that no count overflows."""
     for unit, size in (("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= size:
-            whole, part = divmod(n * 100 // size, 100)
+            whole, part = divmod((n * 100 + size // 2) // size, 100)  # rounded, as "{:.2f}" would
             return f"{whole:,}.{part:02d} {unit}"
     return f"{n} "
 
@@ -87,3 +87,14 @@ def learned_weights(asm) -> dict:
     """Learned gate alphas (and edge lambdas, when recorded in meta.json) of an Assembly."""
     edges = getattr(asm, "meta", {}).get("metrics", {}).get("edge_lambdas")
     return {"gates": asm.gate_alphas(), "edges": edges}
+
+
+def edge_rows(checked, metrics: dict | None, network: str | None = None) -> list[dict]:
+    """The matching edges (into `network`, or all) with the mean and standard deviation of
+    their lambda where a checkpoint's final metrics recorded them (`edge_lambdas`,
+    `edge_lambda_sds`, aligned with `checked.edges`; None elsewhere)."""
+    lams = (metrics or {}).get("edge_lambdas") or []
+    sds = (metrics or {}).get("edge_lambda_sds") or []
+    return [{"source": e.source, "target": e.target, "weighting": e.weighting,
+             "lambda": lams[k] if k < len(lams) else None, "lambda_sd": sds[k] if k < len(sds) else None}
+            for k, e in enumerate(checked.edges) if network is None or e.target.split(".", 1)[0] == network]

@@ -37,9 +37,11 @@ def register_weighting(w: Weighting) -> Weighting:
 
 for _w in [
     Weighting("l2", (), "equal", "||T_n - S_m||^2 between equal shapes (NetTailor's teacher term)"),
-    Weighting("fitnet", (), "maps", "||r(T_n) - S_m||^2 with a trainable 1x1 regressor r, resized when sizes differ"),
+    Weighting("fitnet", (), "maps", "||r(T_n) - S_m||^2 with a trainable 1x1 regressor r; the source resized to "
+              "the target's size when they differ"),
     Weighting("attention", (), "maps", "attention transfer between the two maps"),
-    Weighting("meta", (Arg("hidden", int, 0, non_negative),), "maps",
-              "L2T-ww: per-pair meta-networks weigh channels (what) and pairs (where), on top of fitnet"),
+    Weighting("meta", (Arg("hidden", int, 0, non_negative), Arg("where", bool, True)), "maps",
+              "L2T-ww: per-pair meta-networks weigh channels (what) and pairs (where, or lambda = 1 with "
+              "where=false: L2T-w), on top of fitnet"),
 ]:
     register_weighting(_w)

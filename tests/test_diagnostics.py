@@ -42,7 +42,6 @@ XFAIL = {
     # -- errors lost or invented ---------------------------------------------------------------
     # -- a Python exception instead of a diagnostic ----------------------------------------------
     # -- accepted although wrong ---------------------------------------------------------------
-    "backdistill_at_not_adapter": "backdistill(at=y) is accepted although 'y' is not an adapter",
 }
 
 

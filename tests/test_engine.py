@@ -288,3 +288,16 @@ def test_training_refuses_to_overwrite_and_says_when_nothing_resumes(tmp_path):
     assert done.returncode == 0 and "already trained (complete)" in done.stderr
     other = run(assembler_cmd("train", "n.net", "--out", "p", "--resume", "--set", "seed=7"), tmp_path)
     assert other.returncode == 1 and "another spec or other settings" in other.stderr
+
+
+def test_the_teacher_a_network_needs_is_trained_once(tmp_path):
+    (tmp_path / "kd.net").write_text(
+        NET.format(name="big", classes=5) + NET.format(name="small", classes=5)
+        + "train big {\n    data = digits(classes=[0, 1, 2, 3, 4], per_class=8)\n    epochs = 1\n}\n"
+        + "train small {\n    procedure = distill(teacher=big)\n    data = digits(classes=[0, 1, 2, 3, 4], per_class=8)\n"
+        + "    epochs = 1\n}\n")
+    first = run(assembler_cmd("train", "kd.net", "-n", "small", "--out", "s1"), tmp_path)
+    assert first.returncode == 0 and "big: epoch 1" in first.stderr, first.stderr
+    second = run(assembler_cmd("train", "kd.net", "-n", "small", "--out", "s2", "--set", "epochs=2"), tmp_path)
+    assert second.returncode == 0 and "big: epoch" not in second.stderr
+    assert "big: " in second.stderr and "already trained (complete); reusing it" in second.stderr

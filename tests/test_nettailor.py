@@ -333,7 +333,7 @@ def test_a_teacher_without_pairs_is_a_located_check_error(tmp_path):
     (tmp_path / "s.net").write_text(renamed.replace("teacher=pre.cnn,", "teacher=pre.cnn, gamma2=10,"))
     r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
     assert r.exit_code == 1
-    assert "s.net:14:27: error: nettailor: the teacher 'pre.cnn' and the student 'student' have no binding in " \
+    assert "s.net:14:35: error: nettailor: the teacher 'pre.cnn' and the student 'student' have no binding in " \
            "common" in r.output
     (tmp_path / "s.net").write_text(renamed.replace("teacher=pre.cnn,", "teacher=pre.cnn, gamma2=0,"))
     assert CliRunner().invoke(main, ["check", str(tmp_path / "s.net")]).exit_code == 0

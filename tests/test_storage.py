@@ -82,7 +82,8 @@ def test_a_copied_checkpoint_evaluates_elsewhere(trained, tmp_path, monkeypatch)
 
 def test_a_bundle_travels_alone_to_a_new_cache(trained, tmp_path, monkeypatch):
     code, out, err = cli("bundle", str(trained), "-o", str(tmp_path / "bundle"))
-    assert code == 0, err and "1 imported checkpoint" in out
+    assert code == 0, err
+    assert "1 imported checkpoint" in out
     moved = tmp_path / "elsewhere" / "moved"
     shutil.copytree(tmp_path / "bundle", moved)
     shutil.rmtree(tmp_path / "pre")  # the original import is gone too

@@ -164,3 +164,13 @@ def test_torchrun_two_processes(work):
     assert r.stdout.count("cnn: test accuracy") == 1  # rank 0 alone reports and writes
     lines = [json.loads(x) for x in (work / "ddp/cnn/metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and lines[-1]["train_accuracy"] > 0.5
+
+
+def test_the_frozen_prefix_and_its_suffix_are_valid_networks():
+    from assembler.train.prefix import split
+    from assembler.verify import network_problems
+    asm = assembler.compile(assembler.load(SPECS / "tailor.net"), imports=False)
+    prefix, suffix, frontier = split(asm.checked.networks["student"])
+    assert frontier and set(suffix.inputs) == set(frontier) and prefix.outputs == tuple(frontier)
+    for part in (prefix, suffix):
+        assert network_problems(part, asm.checked.modules) == []

@@ -7,7 +7,8 @@ any training code runs.
     def validate(settings: dict, scope: SectionScope) -> list[Problem]: ...
 
 `settings` holds the section's checked values (`settings["procedure"]["args"]`, `"data"`);
-`scope.checked` maps network names (`net`, `alias`, `alias.net`) to their CheckedNetworks,
+`scope.checked` maps network names (`net`, `alias`, `alias.net`) to their CheckedNetworks (a
+network with errors of its own is left out: its errors are reported, a check should not add more),
 `scope.modules` the module declarations, `scope.shared` the shared module names."""
 
 from __future__ import annotations

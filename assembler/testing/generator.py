@@ -379,12 +379,14 @@ class _Gen(Parts):
             self.extra.append(ir.Match(pairs=tuple(ir.Pair(source=ref(x), target=ref(b)) for x in left), weighting=w))
 
     def weighting(self, choices) -> ir.Ref | ir.Call:
-        """A weighting of the table, its options sometimes written (whole numbers 0-8)."""
+        """A weighting of the table, its options sometimes written (flags true or false, whole
+        numbers 0-8)."""
         w = self.pick(choices)
         if not w.args or not self.chance(0.3):
             return ir.Ref(parts=(w.name,))
+        value = lambda a: ir.Bool(value=self.boolean()) if a.kind is bool else ir.Number(value=self.integer(0, 8))  # noqa: E731
         return ir.Call(ref=ir.Ref(parts=(w.name,)), args=tuple(
-            ir.Arg(name=a.name, value=ir.Number(value=self.integer(0, 8))) for a in w.args if self.chance(0.7)))
+            ir.Arg(name=a.name, value=value(a)) for a in w.args if self.chance(0.7)))
 
     def trains(self) -> None:
         for net in self.networks:

@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from ..compiler import build_graph
-from ..graph import CheckedNetwork, GraphNode
+from ..graph import CheckedNetwork
 
 RANDOM_OPS = frozenset({"dropout"})
 
@@ -32,15 +32,7 @@ def split(net: CheckedNetwork) -> tuple[CheckedNetwork, CheckedNetwork, list[str
     frontier = [n.name for n in net.nodes if n.name in inside and (n.name in readers or n.name in net.outputs)]
     if set(frontier) <= set(net.inputs):
         return None
-    prefix = net.model_copy(update={"nodes": tuple(n for n in net.nodes if n.name in inside),
-                                    "outputs": tuple(frontier), "bindings": {}})
-    placeholders = tuple(GraphNode.model_construct(**{**net.node(f).__dict__, "op": "input", "inputs": (),
-                                                      "module": None, "args": {}}) for f in frontier)
-    suffix = net.model_copy(update={"nodes": placeholders + tuple(n for n in net.nodes if n.name not in inside),
-                                    "inputs": {f: net.node(f).shape for f in frontier}, "bindings": {}})
-    prefix._by_name = None  # model_copy keeps the original's node index
-    suffix._by_name = None
-    return prefix, suffix, frontier
+    return net.cut(tuple(net.inputs), tuple(frontier)), net.cut(tuple(frontier), net.outputs), frontier
 
 
 class Suffix(nn.Module):

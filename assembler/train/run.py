@@ -19,9 +19,9 @@ import networkx as nx
 from .. import ir
 from ..assemble import compile as compile_spec
 from ..atomic import lock, recover
-from ..cache import cache_root, lookup, spec_key
+from ..cache import cache_root, lookup, section_key, spec_key
 from ..checkpoint import META, metrics_lines, read_meta, save
-from ..errors import CheckError, Diagnostic, SpecError, did_you_mean
+from ..errors import CheckError, CheckpointError, Diagnostic, SpecError, did_you_mean
 from ..parser import parse_fragment
 from ..resolve import _references, check
 from . import distributed as dist
@@ -128,18 +128,11 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
             print(f"warning: {w}", file=sys.stderr)
     results = {}
     for t in sections:
-        dest = _destination(t, network, out, single_checkpoint)
-        trainer = Trainer(asm, t, dest, base_dir=base, quiet=quiet, device=torch_device)
-        repaired = dest is not None and dist.rank() == 0 and recover(dest)
-        with _writing(dest):
-            resume_from = _resumable(dest, resume, force, quiet, repaired)
-            if resume_from is not None and _complete(dest):
-                asm = _finished(trainer, dest, quiet)
-                results.update({n: metrics_lines(dest) for n in t.networks})
-                continue
-            outcome = trainer.run(resume_from=resume_from)
-        asm = outcome.asm  # a procedure may end with a new graph (NetTailor's tailored network)
-        results.update({n: trainer.state.history for n in t.networks})
+        dest = _destination(spec, t, network, out, single_checkpoint)
+        dependency = network is not None and network not in t.networks
+        asm, history = _train_section(asm, t, dest, base, torch_device, quiet, resume or dependency, force or dependency,
+                                      note=not dependency)
+        results.update({n: history for n in t.networks})
         if dest is not None and network is None and dist.rank() == 0:
             for other in t.networks[1:]:
                 if (out / other).exists():
@@ -167,21 +160,39 @@ def _sections(checked, spec: ir.Spec, network: str | None) -> list:
     return section_order(checked, spec, only=network)
 
 
-def _destination(section, network: str | None, out: Path | None, single_checkpoint: bool) -> Path | None:
+def _train_section(asm, t, dest: Path | None, base: Path, device, quiet: bool, resume: bool, force: bool,
+                   note: bool = True):
+    """Train one section into `dest` (resuming or reusing what is there); (the Assembly the next
+    sections build on, the section's metrics history)."""
+    trainer = Trainer(asm, t, dest, base_dir=base, quiet=quiet, device=device)
+    repaired = dest is not None and dist.rank() == 0 and recover(dest)
+    with _writing(dest, wait=not note):
+        resume_from = _resumable(dest, resume, force, quiet or not note, repaired)
+        if resume_from is not None and _complete(dest):
+            return _finished(trainer, dest, quiet), metrics_lines(dest)
+        outcome = trainer.run(resume_from=resume_from)
+    return outcome.asm, trainer.state.history  # a procedure may end with a new graph (NetTailor's)
+
+
+def _destination(spec: ir.Spec, section, network: str | None, out: Path | None, single_checkpoint: bool) -> Path | None:
     """Where a section's checkpoint goes: `out` for the asked network, `out/<first network>`
-    when training every section, nowhere for sections trained only in memory."""
+    when training every section, the cache for a section the asked network depends on (a
+    teacher, trained once and reused), nowhere when an import is trained into one checkpoint."""
     if single_checkpoint or out is None:
         return None
     if network is None:
         return out / section.networks[0]
-    return out if network in section.networks else None
+    if network in section.networks:
+        return out
+    return cache_root() / "sections" / section_key(spec, section)
 
 
-def _writing(dest: Path | None):
-    """The writer's lock of a checkpoint directory (rank 0 writes; a second run is refused)."""
+def _writing(dest: Path | None, wait: bool = False):
+    """The writer's lock of a checkpoint directory (rank 0 writes): a second run is refused, or
+    with `wait` (a cached section), waits and then reuses what the first trained."""
     if dest is None or dist.rank() != 0:
         return contextlib.nullcontext()
-    return lock(dest, "assembler train")
+    return lock(dest, "assembler train", wait=wait)
 
 
 def _resumable(dest: Path | None, resume: bool, force: bool, quiet: bool, repaired: bool) -> Path | None:
@@ -205,14 +216,18 @@ def _resumable(dest: Path | None, resume: bool, force: bool, quiet: bool, repair
 
 
 def _finished(trainer: Trainer, dest: Path, quiet: bool):
-    """A complete checkpoint given to --resume: verified (hashes, spec and settings) and loaded,
-    not retrained."""
-    from ..checkpoint import restore
+    """A complete checkpoint given to --resume (or a cached dependency): verified (hashes, spec
+    and settings) and loaded, not retrained."""
+    from ..checkpoint import load_weights, restore
     from .state import read_state
     read_state(trainer, dest)
     if not quiet and dist.rank() == 0:
-        print(f"{dest} is already trained (complete); nothing to resume", file=sys.stderr)
-    return restore(dest)
+        print(f"{trainer.label}: {dest} is already trained (complete); reusing it", file=sys.stderr)
+    try:  # the same graph: its weights into the Assembly the next sections build on
+        load_weights(trainer.asm, dest)
+        return trainer.asm
+    except CheckpointError:  # the section ended with a new graph (NetTailor's tailored network)
+        return restore(dest)
 
 
 def ensure_trained(spec_path: Path, quiet: bool = False, _stack: tuple = ()) -> Path | None:

@@ -15,6 +15,7 @@ from safetensors.torch import save as save_bytes
 
 from ..checkpoint import load_weights, read_meta, save, verify
 from ..errors import CheckpointError, Diagnostic
+from .. import ir
 from ..printer import format_spec
 from ..resolve import expand
 
@@ -23,8 +24,10 @@ UNSTORED = ("device",)  # settings a run may change on resume: where it runs is 
 
 
 def run_key(spec, settings: dict, networks) -> str:
-    """What must agree for a resume: the networks' spec and the section's settings."""
-    text = format_spec(expand(spec).model_copy(update={"comments": ()}))
+    """What must agree for a resume: the spec's definitions and networks (the train sections
+    aside: another section's settings do not change this one) and this section's settings."""
+    body = tuple(i for i in expand(spec).items if not isinstance(i, ir.Train))
+    text = format_spec(spec.model_copy(update={"comments": (), "items": body}))
     kept = {k: v for k, v in settings.items() if k not in UNSTORED}
     blob = json.dumps({"spec": text, "settings": kept, "networks": list(networks)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -182,26 +182,8 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------
 
     def _epoch(self, stage: Stage, progress: Progress) -> None:
-        st, s = self.state, self.settings
-        self.ctx.epoch = st.epoch
-        self.optimizers.start_epoch(st.epoch)
-        if st.step == 0 or st.rng is None:
-            torch.manual_seed(epoch_seed(s["seed"], st.epoch, st.stage) ^ 0x5EED)
-            st.partial = {"loss": 0.0, "steps": 0, "terms": {}, "seconds": 0.0, "nets": {}}
-        else:
-            _set_rng(st.rng)
-            st.rng = None
-        for m in self.procedure.train_modules():
-            m.train()
-        data = self._features or self.ctx.train_data
-        epoch_batches = batches(data, s["batch"], s["seed"], st.epoch, st.stage, self.rank, self.world)
-        if not epoch_batches:
-            raise TrainError(Diagnostic(
-                f"the training data of {self.label} ({', '.join(f'{len(d)} sample(s)' for d in data)}"
-                f"{'' if self.world == 1 else f' over {self.world} processes'}) makes no batch of 2 or more "
-                "samples: batch-norm cannot train on one sample", *_place(self.section.spans.get("data")
-                                                                          or self.section.span),
-                hint="give at least 2 samples per process"))
+        st = self.state
+        epoch_batches = self._start_epoch()
         start = time.perf_counter()
         bar = progress.epoch(stage.name, st.epoch, stage.epochs, len(epoch_batches), initial=st.step)
         for k in range(st.step, len(epoch_batches)):
@@ -222,6 +204,34 @@ class Trainer:
                 self._interrupt()
         st.partial["seconds"] += time.perf_counter() - start
         bar.close()
+        self._end_epoch(stage, progress)
+
+    def _start_epoch(self) -> list:
+        """Learning rates, the RNG (seeded, or restored mid-epoch), modes; the epoch's batches."""
+        st, s = self.state, self.settings
+        self.ctx.epoch = st.epoch
+        self.optimizers.start_epoch(st.epoch)
+        if st.step == 0 or st.rng is None:
+            torch.manual_seed(epoch_seed(s["seed"], st.epoch, st.stage) ^ 0x5EED)
+            st.partial = {"loss": 0.0, "steps": 0, "terms": {}, "seconds": 0.0, "nets": {}}
+        else:
+            _set_rng(st.rng)
+            st.rng = None
+        for m in self.procedure.train_modules():
+            m.train()
+        data = self._features or self.ctx.train_data
+        out = batches(data, s["batch"], s["seed"], st.epoch, st.stage, self.rank, self.world)
+        if not out:
+            raise TrainError(Diagnostic(
+                f"the training data of {self.label} ({', '.join(f'{len(d)} sample(s)' for d in data)}"
+                f"{'' if self.world == 1 else f' over {self.world} processes'}) makes no batch of 2 or more "
+                "samples: batch-norm cannot train on one sample",
+                *_place(self.section.spans.get("data") or self.section.span), hint="give at least 2 samples per process"))
+        return out
+
+    def _end_epoch(self, stage: Stage, progress: Progress) -> None:
+        """Metrics, a checkpoint, and a stop when Ctrl-C came during the epoch's last step."""
+        st = self.state
         metrics = self._epoch_metrics(stage)
         st.history.append(metrics)
         st.epoch, st.step = st.epoch + 1, 0

@@ -1,0 +1,100 @@
+"""What a new user tripped over, end to end where they met it: eval's errors and output,
+paths on the command line, progress that names what trains, data size limits."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from assembler.cli import main
+
+SPEC = """\
+network n(x: [1, 8, 8]) {
+    h = x -> conv(8, 3, pad=1) -> batchnorm -> relu -> maxpool(2)
+    y = h -> gap -> linear(5)
+    return y
+}
+
+train n {
+    data = digits(classes=[5, 6, 7, 8, 9], per_class=20)
+    epochs = 1
+}
+"""
+
+
+def cli(*args):
+    r = CliRunner().invoke(main, list(args))
+    if r.exception and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r.exit_code, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("friction")
+    (root / "n.net").write_text(SPEC)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        code, out, err = cli("train", "n.net", "--out", "runs")
+        assert code == 0, err
+    finally:
+        os.chdir(old)
+    return root, err
+
+
+def test_progress_names_the_network(trained):
+    _, err = trained
+    assert "n: epoch 1  loss" in err
+
+
+def test_eval_on_data_with_more_classes_than_outputs(trained, monkeypatch):
+    root, _ = trained
+    monkeypatch.chdir(root)
+    code, _, err = cli("eval", "runs/n", "--data", 'digits(split="test")')
+    assert code == 1
+    assert 'data digits(split="test") has 10 classes but the network gives only 5 outputs' in err
+
+
+def test_eval_of_a_spec_file_or_a_folder_of_checkpoints(trained, monkeypatch):
+    root, _ = trained
+    monkeypatch.chdir(root)
+    code, _, err = cli("eval", "n.net")
+    assert code == 1 and "not a checkpoint: n.net is a file" in err and "assembler train n.net" in err
+    code, _, err = cli("eval", "runs")
+    assert code == 1 and "not a checkpoint: runs has no meta.json" in err and "runs/n" in err
+
+
+def test_eval_names_classes_and_rounds_numbers(trained, monkeypatch):
+    root, _ = trained
+    monkeypatch.chdir(root)
+    code, out, _ = cli("eval", "runs/n", "--json", "-v")
+    result = json.loads(out)
+    assert list(result["per_class"]) == ["5", "6", "7", "8", "9"]
+    assert all(len(repr(v).split(".")[-1]) <= 6 for v in result["per_class"].values() if v is not None)
+    assert result["data"] == 'digits(split="test", classes=[5, 6, 7, 8, 9])'
+
+
+def test_a_data_path_on_the_command_line_is_relative_to_the_current_folder(trained, monkeypatch, tmp_path):
+    root, _ = trained
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", x=rng.random((6, 1, 8, 8), dtype=np.float32), y=np.arange(6) % 5)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("eval", str(root / "runs/n"), "--data", 'npz("mine.npz")', "--json")
+    assert code == 0, err
+    assert json.loads(out)["samples"] == 6
+
+
+def test_data_files_beyond_the_limit_are_refused_before_reading(tmp_path, monkeypatch):
+    from assembler.data import npz
+    from assembler.errors import DataError
+    np.savez(tmp_path / "big.npz", x=np.zeros((100, 1, 8, 8), np.float32), y=np.zeros(100, np.int64))
+    monkeypatch.setenv("ASSEMBLER_MAX_DATA_BYTES", "1000")
+    with pytest.raises(DataError) as e:
+        npz(tmp_path / "big.npz")
+    assert "more than the limit of 1,000 for data" in e.value.message
+    assert "ASSEMBLER_MAX_DATA_BYTES" in e.value.diagnostics[0].hint
