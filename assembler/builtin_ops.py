@@ -1,11 +1,11 @@
 """The built-in ops and merges of section 5 of the language reference, one entry each: shape
 rule, counts, picture label and the spec generator's argument sampler.
 
-Counting conventions (decision 2 of the reference): biases and the proxy's pool and
-batch-norm are not counted; normalisations count one (batch-norm) or two (layer-norm) per
-element, activations one per element, pools k*k per output element, `gap` one per input
-element, `add`/`mul` n-1 and `gate` n per element; `cat`, `flatten`, `identity`, `dropout`
-nothing.
+Counting conventions (decision 2 of the reference): biases are not counted; normalisations
+count one (batch-norm) or two (layer-norm) per element, activations one per element, pools k*k
+per output element, `gap` one per input element, `add`/`mul` n-1 and `gate` n per element (n+1
+with `mix="relu"`); the proxy counts its parts so (its max-pool, 1x1 conv and batch-norm);
+`cat`, `flatten`, `identity`, `dropout` nothing.
 """
 
 from __future__ import annotations
@@ -90,8 +90,11 @@ def _proxy_infer(s: Shape, a: dict) -> Shape:
 
 
 def _proxy_count(s: Shape, a: dict, o: Shape) -> tuple[int, int]:
+    """Its max-pool (k*k per pooled element, k = stride + 1), 1x1 conv and batch-norm (one per
+    output element), as the ops `maxpool`, `conv` and `batchnorm` count."""
     conv = s[0] * a["c"]
-    return conv + 2 * a["c"], o[1] * o[2] * conv
+    pool = s[0] * o[1] * o[2] * (a["stride"] + 1) ** 2 if a["stride"] > 1 else 0
+    return conv + 2 * a["c"], pool + o[1] * o[2] * conv + math.prod(o)
 
 
 def _per_element(s: Shape, a: dict, o: Shape) -> tuple[int, int]:
@@ -257,19 +260,30 @@ def _gate_complete(a: dict, n: int) -> dict:
     """The gate's logits: one number per path, 2 for the first and -2 for the others by default."""
     init = a.get("init")
     if init is None:
-        return {"init": [2.0] + [-2.0] * (n - 1)}
+        return {**a, "init": [2.0] + [-2.0] * (n - 1)}
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in init):
         raise OpError("'gate' init must be a list of numbers, one logit per path", arg="init")
     if len(init) != n:
         raise OpError(f"'gate' init has {len(init)} value(s) for {n} paths", arg="init")
-    return {"init": [float(v) for v in init]}
+    return {**a, "init": [float(v) for v in init]}
+
+
+def _gate_count(shapes: list[Shape], a: dict, o: Shape) -> tuple[int, int]:
+    """n logits; n multiply-adds per element, one more for the ReLU of `mix="relu"`."""
+    n = len(shapes)
+    return n, (n + (a.get("mix") == "relu")) * math.prod(o)
+
+
+def _gate_label(a: dict) -> str:
+    return "gate+relu" if a.get("mix") == "relu" else "gate"
 
 
 def _sample_gate(n: int, s: Shape, c: Chooser) -> dict:
+    out = {"mix": "relu"} if c.chance(0.3) else {}
     if not c.chance(0.5):
-        return {}
+        return out
     init = [c.pick([2, -2, 0, 1.5, "float"]) for _ in range(n)]
-    return {"init": [c.floating(-8, 8) if v == "float" else v for v in init]}
+    return {**out, "init": [c.floating(-8, 8) if v == "float" else v for v in init]}
 
 
 def _combine_count(per_element: int):
@@ -285,8 +299,8 @@ MERGES = [
     Merge("cat", (Arg("dim", int, 0),), _cat_infer, lambda shapes, a, o: (0, 0),
           "concatenation along dim (counted without the batch)", label="cat", sample=lambda n, s, c: {},
           paths="concat"),
-    Merge("gate", (Arg("init", list, None),), _equal("gate"),
-          lambda shapes, a, o: (len(shapes), len(shapes) * math.prod(o)),
-          "NetTailor's gate: sum_i softmax(logits)_i * path_i", module=True, label="gate", sample=_sample_gate,
+    Merge("gate", (Arg("init", list, None), Arg("mix", str, "sum", one_of("sum", "relu"))), _equal("gate"),
+          _gate_count, "NetTailor's gate: sum_i softmax(logits)_i * path_i; with mix=\"relu\", relu of that sum, "
+          "each path's own final relu moved after the mix", module=True, label=_gate_label, sample=_sample_gate,
           role="gate", complete=_gate_complete),
 ]

@@ -47,14 +47,16 @@ def input_shapes(spec: ir.Spec, net: str) -> dict[str, tuple[int, ...]]:
 # Skips
 
 
-def add_skips(spec: ir.Spec, net: str, nodes: list[str], k: int = 3, proxy: str | None = None) -> ir.Spec:
+def add_skips(spec: ir.Spec, net: str, nodes: list[str], k: int = 3, proxy: str | None = None,
+              mix: str = "relu") -> ir.Spec:
     """Gate each listed node with proxies from the k nodes before it (the `skips` macro).
 
     For nodes n0..nL, each nl (l >= 1) becomes `gate(<its chain>, np -> PROXY(c, stride) for p in
-    [max(0, l-k), l-1])`, with c the channels of nl and stride the spatial ratio of np to nl."""
+    [max(0, l-k), l-1], mix=MIX)`, with c the channels of nl and stride the spatial ratio of np to
+    nl; `mix="relu"` (NetTailor's code) applies a ReLU after the mix, `"sum"` none."""
     from .resolve import expand
     network = _network(spec, net, "add_skips")
-    stmt = ir.Skips(nodes=tuple(nodes), args=_skips_args(k, proxy))
+    stmt = ir.Skips(nodes=tuple(nodes), args=_skips_args(k, proxy, mix))
     body = tuple(s for s in network.body if not isinstance(s, ir.Skips)) + (stmt,)
     trial = _with_network(spec, network.model_copy(update={"body": body}))
     try:
@@ -65,10 +67,12 @@ def add_skips(spec: ir.Spec, net: str, nodes: list[str], k: int = 3, proxy: str 
     return _checked(expanded, "add_skips")
 
 
-def _skips_args(k: int, proxy: str | None) -> tuple[ir.Arg, ...]:
+def _skips_args(k: int, proxy: str | None, mix: str) -> tuple[ir.Arg, ...]:
     args = (ir.Arg(name="k", value=ir.Number(value=k)),)
     if proxy is not None:
         args += (ir.Arg(name="proxy", value=ir.Ref(parts=(proxy,))),)
+    if mix != "relu":
+        args += (ir.Arg(name="mix", value=ir.String(value=mix)),)
     return args
 
 
@@ -288,6 +292,7 @@ def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec,
     returned = {n for st in network.body if isinstance(st, ir.Return) for n in st.names}
     drop_paths, gone = _prune_targets(spec, net, bindings, remove)
     _cascade(bindings, returned, drop_paths, gone)
+    absorbed = _absorbed(spec, net) if drop_paths else {}
     lost = returned & gone
     if lost:
         raise SpecError(Diagnostic(f"prune: removing {', '.join(remove)} would remove the output(s) "
@@ -300,7 +305,7 @@ def prune_with_map(spec: ir.Spec, net: str, remove: list[str]) -> tuple[ir.Spec,
             if st.name in gone:
                 continue
             if drop_paths.get(st.name):
-                st = _drop(st, drop_paths[st.name], keymap, kept)
+                st = _drop(st, drop_paths[st.name], keymap, kept, absorbed.get(st.name, set()))
         body.append(st)
     out = _with_network(spec, network.model_copy(update={"body": tuple(body)}))
     return _checked(out, "prune"), keymap, kept
@@ -382,26 +387,43 @@ def _reads_live(b: ir.Binding, dropped: set[int]) -> list[str]:
     return [r for i, p in enumerate(_paths(gate)) if i not in dropped for r in _reads(p)]
 
 
-def _drop(b: ir.Binding, dropped: set[int], keymap: dict[str, str], kept: dict[str, list[int]]) -> ir.Binding:
+def _absorbed(spec: ir.Spec, net: str) -> dict[str, set[int]]:
+    """Per binding whose gate mixes with a ReLU (`mix="relu"`): the paths whose own final ReLU
+    the gate took over (`GraphNode.args["absorbed"]`, from the lowering)."""
+    from .resolve import check
+    checked = check(spec).networks[net]
+    return {n.binding: set(n.args.get("absorbed", ())) for n in checked.nodes
+            if n.op == "gate" and n.module == f"{net}.{n.binding}.gate" and n.args.get("mix") == "relu"}
+
+
+def _drop(b: ir.Binding, dropped: set[int], keymap: dict[str, str], kept: dict[str, list[int]],
+          absorbed: set[int]) -> ir.Binding:
+    """The binding without the gate paths `dropped`. A gate left with one path becomes that
+    path; after a `mix="relu"` gate, followed by a `relu` unless the path's own (moved into
+    the mix by the lowering) comes back with it: the function stays relu(1 * path)."""
     gate = _gate_of(b)
     paths = _paths(gate)
     keep = [i for i in range(len(paths)) if i not in dropped]
     init_arg = next((a for a in gate.args if a.name == "init"), None)
+    mix_arg = next((a for a in gate.args if a.name == "mix"), None)
     init = [x.value for x in init_arg.value.items] if init_arg else [2.0] + [-2.0] * (len(paths) - 1)
     if len(keep) == 1:
         only = paths[keep[0]]
         only = only if isinstance(only, ir.Chain) else ir.Chain(source=only)
+        relu = mix_arg is not None and getattr(mix_arg.value, "value", None) == "relu" and keep[0] not in absorbed
+        elements = only.elements + ((ir.Element(target=ir.Ref(parts=("relu",))),) if relu else ())
         keymap[f"{b.name}.in{keep[0]}"] = b.name  # its elements now sit at the binding's own indices
-        k = len(only.elements)
+        k = len(elements)
         for j in range(len(b.chain.elements)):
             keymap[f"{b.name}.{j}"] = f"{b.name}.{j + k}"
-        chain = ir.Chain(source=only.source, elements=only.elements + b.chain.elements, span=b.chain.span)
+        chain = ir.Chain(source=only.source, elements=elements + b.chain.elements, span=b.chain.span)
         return b.model_copy(update={"chain": chain})
     for new, old in enumerate(keep):
         keymap[f"{b.name}.in{old}"] = f"{b.name}.in{new}"
     kept[b.name] = keep
     args = tuple(ir.Arg(value=paths[i]) for i in keep) + (
-        ir.Arg(name="init", value=ir.ListValue(items=tuple(ir.Number(value=float(init[i])) for i in keep))),)
+        ir.Arg(name="init", value=ir.ListValue(items=tuple(ir.Number(value=float(init[i])) for i in keep))),) + (
+        (mix_arg,) if mix_arg is not None else ())
     return b.model_copy(update={"chain": b.chain.model_copy(update={"source": gate.model_copy(update={"args": args})})})
 
 

@@ -7,7 +7,8 @@
 - NetTailor's proxies inlined (max-pool, 1x1 conv, batch-norm as separate nodes) so the
   passes below see their parts;
 - gates fixed: softmax computed once, each path multiplied by its constant alpha (a Python
-  float) and summed; a path whose alpha is exactly 0 is dropped with everything only it used;
+  float) and summed (then a ReLU for `mix="relu"`); a path whose alpha is exactly 0 is dropped
+  with everything only it used;
 - batch-norm folded into the conv or linear layer before it;
 - constant scales pushed through positively homogeneous ops (relu, pooling, flatten: alpha is
   a softmax value, so it is positive) into the conv or linear layer that produces them; a
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import inference_fuse as fuse
 from . import modules as M
 
 # Functions without state or randomness: two calls with the same arguments give the same value.
@@ -73,11 +75,23 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
     `check_with` (inputs), the result is checked against `gm` as `compile` does."""
     out = _copy(gm)
     for rewrite in (_drop_dropout, _inline_proxies, _fold_gates, _fold_batchnorm, _fold_scales,
-                    _fuse_scaled_adds, _share_common, _direct_calls):
+                    _fuse_scaled_adds, _share_common, fuse.merge_parallel_convs):
         rewrite(out)
         _tidy(out)
+    if check_with is not None:  # shapes tell which values can be concatenated or overwritten
+        _shapes(out, check_with)
+        fuse.concat_convs(out)
+        _tidy(out)
+    fuse.stack_sibling_convs(out)
+    _tidy(out)
+    _direct_calls(out)
+    _tidy(out)
     if channels_last:
         _to_channels_last(out)
+        _tidy(out)
+    if check_with is not None:
+        _shapes(out, check_with)
+        fuse.in_place(out)
         _tidy(out)
     if check_with is not None:
         diff = max_abs_diff(gm, out, check_with)
@@ -87,6 +101,13 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
                                f"(max abs difference {diff:.3g} for outputs up to {scale:.3g}); this is a bug "
                                "in assembler.inference")
     return out
+
+
+def _shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Every node's output shape in `node.meta["tensor_meta"]` (fx's ShapeProp)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*inputs)
 
 
 def _pass(rewrite: Callable[[fx.GraphModule], None], doc: str) -> Callable[[fx.GraphModule], fx.GraphModule]:
@@ -227,6 +248,8 @@ def _fold_gates(gm: fx.GraphModule) -> None:
                 out = term if out is None else gm.graph.call_function(operator.add, (out, term))
             if out is None:  # every alpha underflowed to 0: the gate outputs zeros
                 out = gm.graph.call_function(operator.mul, (node.args[0], 0.0))
+            if gate.mix == "relu":  # relu(sum_i alpha_i path_i): the reference code's mixing
+                out = gm.graph.call_function(torch.relu, (out,))
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
 
@@ -420,7 +443,8 @@ def _to_channels_last(gm: fx.GraphModule) -> None:
 
 drop_dropout = _pass(_drop_dropout, "Eval-mode dropout removed.")
 inline_proxies = _pass(_inline_proxies, "Each NetTailor proxy split into its max-pool, 1x1 conv and batch-norm nodes.")
-fold_gates = _pass(_fold_gates, "Gates replaced by constant-alpha sums; paths of alpha exactly 0 dropped.")
+fold_gates = _pass(_fold_gates, "Gates replaced by constant-alpha sums (and their ReLU for mix=\"relu\"); paths "
+                                "of alpha exactly 0 dropped.")
 fold_batchnorm = _pass(_fold_batchnorm, "Eval batch-norm folded into the conv (or linear) layer it follows, where "
                                         "that layer's output is read only by the batch-norm.")
 fold_scales = _pass(_fold_scales, "Positive constant scales moved into the conv or linear layer that produces "

@@ -346,8 +346,46 @@ class Lowerer:
             trainable = ctx.modifier != "frozen"
             module = self.declare(f"{ctx.path}.{merge.name}", merge.name, args, shape, trainable,
                                   merge.role or "merge", params, call.span)
-        return self.add(ctx, merge.name, tuple(inputs), shape, args=args, module=module, trainable=trainable,
+        node_args = args
+        if merge.role == "gate" and args.get("mix") == "relu":
+            inputs, absorbed = self._absorb_relus(inputs, ctx)
+            node_args = {**args, "absorbed": absorbed}
+        return self.add(ctx, merge.name, tuple(inputs), shape, args=node_args, module=module, trainable=trainable,
                         role=merge.role or "merge", params=params, flops=flops, span=call.span)
+
+    def _absorb_relus(self, inputs: list[str], ctx: Ctx) -> tuple[list[str], list[int]]:
+        """A `gate(..., mix="relu")` applies the ReLU after mixing, so each path's own final ReLU
+        moves there (as in NetTailor's code, whose blocks end before their last ReLU): a path
+        whose last op is `relu`, or `relu` followed only by `maxpool`s (a max commutes with the
+        ReLU), loses that `relu`. Only nodes of this binding's own paths move (a bare name's
+        value is another binding's). Returns the gate's inputs and the indices of the paths
+        that lost a ReLU (`edits.prune` gives them back their ReLU when a gate collapses)."""
+        out, absorbed = [], []
+        for i, last in enumerate(inputs):
+            node, after = last, []
+            while self.nodes[node]["binding"] == ctx.binding and self.nodes[node]["op"] == "maxpool":
+                after.append(node)
+                node = self.nodes[node]["inputs"][0]
+            relu = self.nodes[node]
+            readers = [n for n in self._own_nodes(ctx.binding) if node in n["inputs"]]
+            if relu["binding"] != ctx.binding or relu["op"] != "relu" or len(readers) > (1 if after else 0):
+                out.append(last)  # no relu of its own, or one that something else reads too
+                continue
+            source = relu["inputs"][0]
+            if after:  # the first max-pool now reads what the relu read
+                self.nodes[after[-1]]["inputs"] = (source,)
+            del self.nodes[node]
+            self.read.discard(node)
+            out.append(last if after else source)
+            absorbed.append(i)
+        return out, absorbed
+
+    def _own_nodes(self, binding: str):
+        """The nodes lowered so far for `binding` (the last ones: a binding lowers in one go)."""
+        for n in reversed(self.nodes.values()):
+            if n["binding"] != binding:
+                return
+            yield n
 
     def _merge_paths(self, op: str, paths: list[ir.Arg], ctx: Ctx) -> list[str]:
         """Lower every path of a merge (all of them, so that each path's errors are reported)."""

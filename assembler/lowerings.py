@@ -129,7 +129,7 @@ register_lowering("proxy", module=lambda s, a: Proxy(s[0], a["c"], a["stride"]))
 register_lowering("add", function=lambda n, xs: (operator.add if len(xs) == 2 else add, tuple(xs), {}))
 register_lowering("mul", function=lambda n, xs: (operator.mul if len(xs) == 2 else mul, tuple(xs), {}))
 register_lowering("cat", function=lambda n, xs: (torch.cat, (list(xs), _dim(n.args["dim"])), {}))
-register_lowering("gate", module=lambda s, a: Gate(len(a["init"]), a["init"]))
+register_lowering("gate", module=lambda s, a: Gate(len(a["init"]), a["init"], a.get("mix", "sum")))
 
 
 def register_builder(op: str, build) -> None:

@@ -9,12 +9,16 @@ from torch import nn
 
 
 class Gate(nn.Module):
-    """NetTailor's complexity-aware pooling: sum_i alpha_i * path_i, alpha = softmax(logits)."""
+    """NetTailor's complexity-aware pooling: sum_i alpha_i * path_i, alpha = softmax(logits);
+    with mix="relu", relu of that sum (the reference code's mixing)."""
 
-    def __init__(self, paths: int, init: list[float]):
+    def __init__(self, paths: int, init: list[float], mix: str = "sum"):
         super().__init__()
+        if mix not in ("sum", "relu"):
+            raise ValueError(f"gate mix must be 'sum' or 'relu', got {mix!r}")
         self.logits = nn.Parameter(torch.tensor(init, dtype=torch.float32))
         self.paths = paths
+        self.mix = mix
 
     def alphas(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
@@ -24,7 +28,10 @@ class Gate(nn.Module):
         out = paths[0] * a[0]
         for i in range(1, len(paths)):
             out = out + paths[i] * a[i]
-        return out
+        return torch.relu(out) if self.mix == "relu" else out
+
+    def extra_repr(self) -> str:
+        return f"paths={self.paths}, mix={self.mix!r}"
 
 
 class Proxy(nn.Module):

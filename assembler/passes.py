@@ -363,7 +363,7 @@ def check_trains(st: State) -> State:
         sscope = settings_mod.SectionScope(
             networks=networks, imported=imported, shared=shared,
             bindings={n: set(st.networks[n].bindings) for n in t.networks if n in st.networks}, trained=t.networks,
-            checked=_named_networks(st), modules=st.modules)
+            checked=_named_networks(st), modules=st.modules, edges=st.edges)
         values, spans, found = settings_mod.check_train(t, sscope)
         diags += found
         if ok and not found:

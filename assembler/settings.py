@@ -159,7 +159,10 @@ _PROCEDURES = [
         P("tolerance", "float", 0.005, _fraction, "accuracy the tailored network may lose against the teacher"),
         P("blocks", "ints", None, doc="numbers k of pre-trained blocks to try removing (default: every k)"),
         P("retrain_epochs", "int", None, _positive, "epochs of fine-tuning after pruning (default: epochs)"),
-    ), "NetTailor (paper 001)", loader="assembler.train.nettailor:NetTailor"),
+        P("omega", "str", "local", _one_of("local", "global"),
+          "teacher term: each student layer on detached inputs (the reference code), or the whole student"),
+        P("latency", "bool", True, doc="measure each candidate's CPU latency against the teacher's"),
+    ), "NetTailor (paper 001)", loader="assembler.train.nettailor:NetTailor", validate="assembler.checks.nettailor:validate"),
     Plugin("procedure", "l2tww", (
         P("beta", "float", 0.5, _non_negative, "weight of the matching loss"),
         P("inner_steps", "int", 2, _positive, "T: look-ahead steps on the matching loss"),
@@ -232,6 +235,9 @@ KEYS: dict[str, Key] = {
     "epochs": Key("int", "passes over the training data", _positive),
     "batch": Key("int", "samples per step", _positive),
     "seed": Key("int", "seed of initialisation, sampling and shuffling", _non_negative),
+    "validation": Key("float", "a stratified share of the training data kept out of training (the same samples "
+                   "in every section with the same data and seed), for choices procedures make",
+                   lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
     "device": Key("str", "where to train: auto, cpu, cuda or cuda:N (--device overrides)", _device),
 }
 DEFAULTS: dict[str, Any] = {
@@ -282,6 +288,7 @@ class SectionScope:
     checked: dict[str, Any] = field(default_factory=dict)  # network name (`net`, `alias`, `alias.net`) ->
     # its CheckedNetwork, for procedures' `validate` (networks with errors of their own left out)
     modules: dict[str, Any] = field(default_factory=dict)  # the spec's checked module declarations
+    edges: tuple = ()  # the spec's checked matching edges (`graph.Edge`)
 
 
 
@@ -354,6 +361,13 @@ def _setting(key: str, expr, t: ir.Train, scope: SectionScope) -> Any:
         if p := signature.in_range(v) or (spec.check and spec.check(v)):
             raise _Bad(f"setting '{key}' {p}, got {_show(v)}", expr.span)
         return v
+    if spec.kind == "float":
+        v = plain(expr)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise _Bad(f"setting '{key}' must be a number, got {_show(v)}", expr.span)
+        if p := signature.in_range(v) or (spec.check and spec.check(v)):
+            raise _Bad(f"setting '{key}' {p}, got {_show(v)}", expr.span)
+        return float(v)
     if spec.kind == "str":
         v = plain(expr)
         if not isinstance(v, str) or isinstance(v, _Name):

@@ -1,9 +1,11 @@
-"""The `skips` macro: `skips n0, n1, ..., nL (k=K, proxy=P)` -> gates with proxies.
+"""The `skips` macro: `skips n0, n1, ..., nL (k=K, proxy=P, mix=M)` -> gates with proxies.
 
 For the listed nodes each nl (l >= 1) becomes `gate(<its chain>, np -> P(c, stride) for p in
-[max(0, l-k), l-1])`, with c the channels of nl and stride the spatial ratio of np to nl,
-both from shape inference. The checking pipeline expands the macro here; `edits.add_skips`
-(the public edit) writes the statement and lets the pipeline expand it.
+[max(0, l-k), l-1], mix=M)`, with c the channels of nl and stride the spatial ratio of np to
+nl, both from shape inference. M is "relu" by default: NetTailor's code mixes as
+relu(sum_i alpha_i path_i), the block's own final ReLU moved after the mix. The checking
+pipeline expands the macro here; `edits.add_skips` (the public edit) writes the statement and
+lets the pipeline expand it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def expand_skips(net: ir.Network, scope: Scope) -> ir.Network:
 
 
 def _expand_one(net: ir.Network, stmt: ir.Skips, scope: Scope) -> ir.Network:
-    k, proxy = _options(stmt, scope)
+    k, proxy, mix = _options(stmt, scope)
     plain = net.model_copy(update={"body": tuple(s for s in net.body if not isinstance(s, ir.Skips))})
     checked, _, diags = lower_network(plain, scope)  # for the shapes only
     if diags:
@@ -37,7 +39,7 @@ def _expand_one(net: ir.Network, stmt: ir.Skips, scope: Scope) -> ir.Network:
             raise fail(f"skips: the input '{name}' can only be the first node", stmt.span)
         gated[name] = [_proxy_path(order[p], shapes[order[p]], name, shapes[name], proxy, stmt)
                        for p in range(max(0, l - k), l)]
-    body = [_gate_binding(s, gated[s.name]) if isinstance(s, ir.Binding) and s.name in gated else s
+    body = [_gate_binding(s, gated[s.name], mix) if isinstance(s, ir.Binding) and s.name in gated else s
             for s in net.body if s is not stmt]
     return net.model_copy(update={"body": tuple(body)})
 
@@ -69,8 +71,8 @@ def _proxy_path(src: str, src_shape, name: str, shape, proxy: str, stmt: ir.Skip
     return ir.Chain(source=ir.Ref(parts=(src,)), elements=(ir.Element(target=call, span=stmt.span),))
 
 
-def _options(stmt: ir.Skips, scope: Scope) -> tuple[int, str]:
-    k, proxy = 3, "proxy"
+def _options(stmt: ir.Skips, scope: Scope) -> tuple[int, str, str]:
+    k, proxy, mix = 3, "proxy", "relu"
     for a in stmt.args:
         if a.name == "k":
             if not (isinstance(a.value, ir.Number) and isinstance(a.value.value, int)) or a.value.value < 1:
@@ -78,10 +80,15 @@ def _options(stmt: ir.Skips, scope: Scope) -> tuple[int, str]:
             k = a.value.value
         elif a.name == "proxy":
             proxy = _proxy_option(a, stmt, scope)
+        elif a.name == "mix":
+            if not (isinstance(a.value, ir.String) and a.value.value in ("sum", "relu")):
+                raise fail('skips: mix must be "relu" or "sum"', a.value.span or stmt.span,
+                           hint='"relu": relu(sum of alpha * path), as NetTailor\'s code; "sum": the plain sum')
+            mix = a.value.value
         else:
             raise fail(f"skips has no option '{a.name or 'positional'}'", a.span or stmt.span,
-                       hint=did_you_mean(a.name or "", ["k", "proxy"]) or "options are k and proxy")
-    return k, proxy
+                       hint=did_you_mean(a.name or "", ["k", "proxy", "mix"]) or "options are k, proxy and mix")
+    return k, proxy, mix
 
 
 def _proxy_option(a: ir.Arg, stmt: ir.Skips, scope: Scope) -> str:
@@ -97,7 +104,7 @@ def _proxy_option(a: ir.Arg, stmt: ir.Skips, scope: Scope) -> str:
     return proxy
 
 
-def _gate_binding(b: ir.Binding, proxies: list[ir.Chain]) -> ir.Binding:
+def _gate_binding(b: ir.Binding, proxies: list[ir.Chain], mix: str) -> ir.Binding:
     chain = b.chain
     modifier = b.modifier
     if modifier in ("frozen", "trainable"):  # the modifier meant the original chain, not the proxies
@@ -106,7 +113,8 @@ def _gate_binding(b: ir.Binding, proxies: list[ir.Chain]) -> ir.Binding:
             for e in chain.elements)})
         modifier = None
     main = chain if chain.elements else chain.source  # `gate(a, ...)`, as the parser reads it
-    args = tuple(ir.Arg(value=p) for p in [main] + proxies)
+    args = tuple(ir.Arg(value=p) for p in [main] + proxies) + (
+        (ir.Arg(name="mix", value=ir.String(value=mix)),) if mix != "sum" else ())
     gate = ir.Call(ref=ir.Ref(parts=("gate",)), args=args, span=b.chain.span)
     return b.model_copy(update={"chain": ir.Chain(source=gate, span=b.chain.span), "modifier": modifier})
 

@@ -227,6 +227,21 @@ def test_subgraph_from_a_binding_equals_the_tail_of_the_network():
         asm.network("n", start=["nope"])
 
 
+def test_a_subgraph_can_end_at_bindings():
+    """`end`: the sub-graph returns those bindings' values and runs nothing else; with `start`,
+    one binding computed from the values it reads (NetTailor's layer-local teacher term)."""
+    asm = assembler.compile(assembler.parse(NET.format(name="n", classes=5)), imports=False)
+    full, head, layer = asm.network("n", taps=["h"]), asm.network("n", end=["h"]), asm.network("n", start=["h"], end=["y"])
+    for g in (full, head, layer):
+        g.eval()
+    x = torch.rand(3, 1, 8, 8)
+    out, acts = full(x)
+    assert torch.equal(head(x), acts["h"]) and torch.equal(layer(acts["h"]), out)
+    assert not any(n.name.startswith("y") for n in head.graph.nodes)  # the classifier does not run
+    with pytest.raises(KeyError, match="no binding"):
+        asm.network("n", end=["nope"])
+
+
 def test_a_registered_variant_rewrites_a_copy_of_the_graph():
     from torch import fx
 
@@ -286,3 +301,29 @@ def test_the_teacher_a_network_needs_is_trained_once(tmp_path):
     second = run(assembler_cmd("train", "kd.net", "-n", "small", "--out", "s2", "--set", "epochs=2"), tmp_path)
     assert second.returncode == 0 and "big: epoch" not in second.stderr
     assert "big: " in second.stderr and "already trained (complete); reusing it" in second.stderr
+
+
+def test_a_cached_teacher_another_run_wrote_is_trained_again(tmp_path):
+    """A cached section whose stored run key disagrees (another version of assembler wrote it)
+    is trained again, with a note, not refused as a failed --resume."""
+    import hashlib
+    import json
+    from assembler.cache import cache_root
+    (tmp_path / "kd.net").write_text(
+        NET.format(name="big", classes=5) + NET.format(name="small", classes=5)
+        + "train big {\n    data = digits(classes=[0, 1, 2, 3, 4], per_class=9)\n    epochs = 1\n}\n"
+        + "train small {\n    procedure = distill(teacher=big)\n    data = digits(classes=[0, 1, 2, 3, 4], per_class=9)\n"
+        + "    epochs = 1\n}\n")
+    sections = cache_root() / "sections"
+    before = set(sections.iterdir()) if sections.is_dir() else set()
+    assert run(assembler_cmd("train", "kd.net", "-n", "small", "--out", "s1"), tmp_path).returncode == 0
+    [cached] = [d for d in set(sections.iterdir()) - before if (d / "meta.json").is_file()]
+    meta = json.loads((cached / "meta.json").read_text())
+    meta["train"]["run"] = "0" * 64  # what another version's run key would be
+    raw = json.dumps(meta).encode()
+    (cached / "meta.json").write_bytes(raw)
+    (cached / "meta.json.sha256").write_text(hashlib.sha256(raw).hexdigest())
+    again = run(assembler_cmd("train", "kd.net", "-n", "small", "--out", "s2"), tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"note: {cached} was written by another version or run; training it again" in again.stderr
+    assert "big: epoch 1" in again.stderr

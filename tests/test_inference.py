@@ -216,3 +216,84 @@ def test_interleaved_latency_times_every_candidate():
     times = inference.interleaved_latency({"a": torch.relu, "b": torch.sigmoid}, (torch.randn(4),), rounds=4)
     assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
     assert inference.median_ratio(times, "a", "b") > 0
+
+
+# -- sums of convolutions (assembler.inference_fuse) ---------------------------------------------
+
+SUMS = """
+network n(x: [4, 8, 8]) {
+    a = x -> conv(8, 3, pad=1) -> batchnorm -> relu
+    b = a -> conv(8, 3, pad=1) -> relu -> maxpool(2)
+    c = gate(b -> conv(8, 3, pad=1) -> batchnorm -> relu, b -> proxy(8, 1), a -> proxy(8, 2), x -> proxy(8, 2), mix="relu")
+    d = gate(c -> conv(8, 3, pad=1, bias=false) -> batchnorm, b -> proxy(8, 1), init=[1, 1], mix="relu")
+    y = d -> gap -> linear(3)
+    return y
+}
+"""
+
+
+def test_a_1x1_conv_beside_a_3x3_conv_of_the_same_value_folds_into_its_centre():
+    """RepVGG's merge against the hand-made kernel: W = W3 + c * W1 at the centre tap."""
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k3, self.k1 = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 1, bias=False)
+
+        def forward(self, x):
+            return torch.add(self.k3(x), self.k1(x), alpha=0.25)
+
+    from torch import fx
+    from assembler import inference_fuse
+    m = Two().eval()
+    gm = fx.symbolic_trace(m)
+    inference_fuse.merge_parallel_convs(gm)
+    gm.graph.eliminate_dead_code(), gm.recompile()
+    convs = [gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"]
+    assert len(convs) == 1
+    expected = m.k3.weight.detach().clone()
+    expected[:, :, 1, 1] += 0.25 * m.k1.weight.detach()[:, :, 0, 0]
+    assert torch.allclose(convs[0].weight, expected) and torch.allclose(convs[0].bias, m.k3.bias)
+    x = torch.randn(2, 2, 5, 5)
+    assert torch.allclose(gm(x), m(x), atol=TOL)
+
+
+def test_sums_of_convolutions_run_as_fewer_convolutions():
+    """c: the block's 3x3 conv and b's 1x1 proxy read b (one conv); the proxies of a and x
+    pool two maps of one size alike (one pool of their concatenation, one 1x1 conv); d's two
+    paths read different values and stay: 6 convs instead of 8, computing the same."""
+    asm = assembler.compile(assembler.parse(SUMS), seed=0)
+    _randomise(asm)
+    opt = inference.compile(asm, "n", channels_last=False)
+    assert inference.max_abs_diff(asm["n"], opt, _x(asm, "n", batch=5)) < TOL
+    kernels = sorted(tuple(w.shape) for w in _conv_weights(opt))
+    assert kernels == [(8, 4, 3, 3), (8, 8, 1, 1), (8, 8, 3, 3), (8, 8, 3, 3), (8, 8, 3, 3), (8, 12, 1, 1)]
+    assert len(_calls(opt, torch.cat)) == 1 and len(_calls(opt, F.max_pool2d)) == 2
+
+
+def test_convolutions_of_one_value_are_stacked():
+    spec = assembler.parse("""
+network n(x: [4, 6, 6]) {
+    u = x -> conv(5, 1) -> relu
+    v = x -> conv(3, 1, bias=false)
+    y = cat(u, v) -> gap
+    return y
+}
+""")
+    asm = assembler.compile(spec, seed=0)
+    opt = inference.compile(asm, "n")
+    assert [tuple(w.shape) for w in _conv_weights(opt)] == [(8, 4, 1, 1)]
+    assert inference.max_abs_diff(asm["n"], opt, _x(asm, "n")) < TOL
+
+
+def test_in_place_ops_never_touch_the_inputs():
+    asm = assembler.compile(assembler.parse(SUMS), seed=0)
+    _randomise(asm)
+    opt = inference.compile(asm, "n")
+    assert _calls(opt, torch.relu_) and any(n.op == "call_method" and n.target == "add_" for n in opt.graph.nodes)
+    x = _x(asm, "n")
+    kept = x[0].clone()
+    for batch in (1, 7):  # shapes other than the ones the compilation saw
+        xb = inference.example_inputs(asm.checked.networks["n"].inputs, batch=batch, seed=batch)
+        assert inference.max_abs_diff(asm["n"], opt, xb) < TOL
+    opt(*x)
+    assert torch.equal(x[0], kept)

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 import assembler
 from assembler.cli import main
-from assembler.train.nettailor import ExpectedComplexity
-from assembler.train.tailor import gate_paths, pruning_plan
+from assembler.edits import prune
+from assembler.train.nettailor import ExpectedComplexity, TeacherTerm
+from assembler.graph import gate_paths
+from assembler.train.tailor import path_costs, pruning_plan
 from assembler.train.tailor import prune_assembly
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
@@ -42,17 +45,19 @@ def softmax(xs):
 def test_expected_complexity_by_hand():
     asm = assembler.compile(assembler.parse(TWO_LAYERS))
     net = asm.checked.networks["n"]
-    # FLOPs (multiply-accumulates): conv 3x3 2->2 on 4x4 = 576, proxy 1x1 = 64, gap 32, linear 6.
+    # FLOPs (multiply-accumulates): conv 3x3 2->2 on 4x4 = 576, proxy 1x1 = 64 + its batch-norm 32,
+    # gap 32, linear 6.
     total = 576 + 576 + 32 + 6  # the network without proxies and gates
-    costs = {(p.binding, p.index): p.cost for p in gate_paths(net)}
-    assert costs == {("a", 0): 576 / total, ("a", 1): 64 / total, ("b", 0): 576 / total,
-                     ("b", 1): 64 / total, ("b", 2): 64 / total}
+    paths = gate_paths(net)
+    costs = {(p.gate.binding, p.index): c for p, c in zip(paths, path_costs(net, paths))}
+    assert costs == {("a", 0): 576 / total, ("a", 1): 96 / total, ("b", 0): 576 / total,
+                     ("b", 1): 96 / total, ("b", 2): 96 / total}
     a, b = softmax([2, -2]), softmax([1, 0, -1])
     p_in_from_a = (1 - a[0]) * (1 - a[1])  # every path merging into a excluded
     p_out_of_a = (1 - b[0]) * (1 - b[2])  # every path leaving a excluded (b0 and b2 read a)
     # x is an input (never excluded); b is read by the classifier (never output-excluded)
-    expected = (576 * (a[0] - 0 - p_out_of_a) + 64 * (a[1] - 0 - p_out_of_a)
-                + 576 * (b[0] - p_in_from_a - 0) + 64 * (b[1] - 0 - 0) + 64 * (b[2] - p_in_from_a - 0)) / total
+    expected = (576 * (a[0] - 0 - p_out_of_a) + 96 * (a[1] - 0 - p_out_of_a)
+                + 576 * (b[0] - p_in_from_a - 0) + 96 * (b[1] - 0 - 0) + 96 * (b[2] - p_in_from_a - 0)) / total
     ec = ExpectedComplexity(net, asm.modules)()
     assert ec.item() == pytest.approx(expected, rel=1e-6)
     ec.backward()
@@ -119,26 +124,247 @@ def test_tailor_example_end_to_end(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "would remove the output(s) logits" in r.output
 
 
-def test_ctrl_c_while_retraining_a_pruned_network_resumes_as_printed(tmp_path):
-    """A real SIGINT inside the fine-tuning of k=1 (stage 2): the checkpoint holds the pruned
-    network, the printed command resumes it, and the result equals an uninterrupted run."""
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """tailor.net's student trained without interruption (shortened), for the resume tests."""
+    d = tmp_path_factory.mktemp("tailor")
     for f in SPECS.glob("*.net"):
-        shutil.copy(f, tmp_path / f.name)
-    args = ["train", "tailor.net", "--network", "student", "--set", "epochs=2", "--set", "procedure.retrain_epochs=1",
-            "--set", "procedure.blocks=[0, 1]", "--set", "procedure.threshold=0.01"]
-    exe = str(Path(sys.executable).with_name("assembler"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    full = subprocess.run([exe, *args, "--out", "full", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        shutil.copy(f, d / f.name)
+    full = subprocess.run([ASSEMBLER, *RESUMABLE, "--out", "full", "-q"], cwd=d, env=env(), capture_output=True, text=True)
     assert full.returncode == 0, full.stderr
-    cut = subprocess.run([exe, *args, "--out", "cut"], cwd=tmp_path, env={**env, "ASSEMBLER_FAULT": "sigint@2:0:1"},
+    return d
+
+
+ASSEMBLER = str(Path(sys.executable).with_name("assembler"))
+def env(**extra) -> dict:
+    """The subprocesses' environment, read when they start (the session's cache included)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+# batch 32: the student's epochs have 17 steps, the teacher's (trained first, in memory) 9, so a
+# fault at step 12 of stage 0 interrupts the student's stage "train", not the teacher
+RESUMABLE = ["train", "tailor.net", "--network", "student", "--set", "epochs=2", "--set", "batch=32",
+             "--set", "procedure.retrain_epochs=1",
+             "--set", "procedure.blocks=[0, 1]", "--set", "procedure.threshold=0.01", "--set", "procedure.latency=false"]
+
+
+@pytest.mark.parametrize("fault", ["sigint@0:1:12", "sigint@2:0:1"], ids=["train", "retrain-k1"])
+def test_ctrl_c_in_each_stage_resumes_as_printed(uninterrupted, fault):
+    """A real SIGINT inside the stage "train" (epoch 2) and inside the fine-tuning of k=1
+    (stage 2): the checkpoint holds that stage's network, the printed command resumes it, and
+    the result equals an uninterrupted run bit for bit."""
+    d, out = uninterrupted, f"cut-{fault.split('@')[1].replace(':', '-')}"
+    cut = subprocess.run([ASSEMBLER, *RESUMABLE, "--out", out], cwd=d, env=env(ASSEMBLER_FAULT=fault),
                          capture_output=True, text=True)
     assert cut.returncode == 130, cut.stderr
-    assert "saved cut;" in cut.stderr and "None" not in cut.stderr
-    meta = json.loads((tmp_path / "cut/meta.json").read_text())
-    assert meta["train"]["stage"] == 2 and not meta["train"]["complete"]
-    assert "c" in (tmp_path / "cut/spec.net").read_text()
+    assert f"saved {out};" in cut.stderr and "None" not in cut.stderr
+    meta = json.loads((d / out / "meta.json").read_text())
+    assert meta["train"]["stage"] == int(fault.split("@")[1][0]) and not meta["train"]["complete"]
     words = shlex.split(cut.stderr.split("continue with:", 1)[1].splitlines()[0])
-    again = subprocess.run([exe, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    again = subprocess.run([ASSEMBLER, *words[1:]], cwd=d, env=env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     for name in ("weights.safetensors", "spec.net"):
-        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()
+        assert (d / "full" / name).read_bytes() == (d / out / name).read_bytes()
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
+                       for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(d / "full") == strip(d / out)
+
+
+# -- the reference code's mixing ---------------------------------------------------------------
+
+MIXED = """\
+network n(x: [2, 8, 8]) {
+    a = gate(x -> conv(3, 3, pad=1) -> batchnorm -> relu -> maxpool(2), x -> proxy(3, 2), mix="relu")
+    b = gate(a -> conv(3, 3, pad=1) -> relu, a -> proxy(3, 1), x -> proxy(3, 2), init=[0.5, 0.2, -1], mix="relu")
+    y = b -> gap -> linear(2)
+    return y
+}
+"""
+
+
+def test_relu_mixing_equals_a_hand_written_module():
+    """relu(sum_i alpha_i path_i) with each path's own final ReLU moved after the mix: a's block
+    ends relu -> maxpool (the max commutes with the ReLU), b's ends in relu."""
+    asm = assembler.compile(assembler.parse(MIXED))
+    net = asm.checked.networks["n"]
+    assert [n.args["absorbed"] for n in net.nodes if n.op == "gate"] == [[0], [0]]
+    assert [n.op for n in net.nodes_of("a")] == ["conv", "batchnorm", "maxpool", "proxy", "gate"]
+    m = asm.modules
+    with torch.no_grad():
+        bn = m["n.a.in0.1"]
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    gm = asm["n"].eval()
+    x = torch.randn(4, 2, 8, 8)
+
+    def proxy(p, v):  # the reference's BasicProxy: max-pool (stride > 1), 1x1 conv, batch-norm
+        v = F.max_pool2d(v, p.pool.kernel_size, p.pool.stride, p.pool.padding) if p.pool is not None else v
+        return F.batch_norm(F.conv2d(v, p.conv.weight), p.bn.running_mean, p.bn.running_var, p.bn.weight, p.bn.bias)
+
+    with torch.no_grad():
+        aa, ab = m["n.a.gate"].alphas(), m["n.b.gate"].alphas()
+        bn = m["n.a.in0.1"]
+        block_a = F.max_pool2d(F.batch_norm(m["n.a.in0.0"](x), bn.running_mean, bn.running_var, bn.weight, bn.bias), 2)
+        a = torch.relu(aa[0] * block_a + aa[1] * proxy(m["n.a.in1.0"], x))
+        b = torch.relu(ab[0] * m["n.b.in0.0"](a) + ab[1] * proxy(m["n.b.in1.0"], a) + ab[2] * proxy(m["n.b.in2.0"], x))
+        expected = m["n.y.1"](b.mean(dim=(2, 3)))
+        assert torch.allclose(gm(x), expected, atol=1e-6)
+    # the gate counts its ReLU (n + 1 per element); the moved ReLU is not counted twice
+    assert net.node("a").flops == 3 * 3 * 4 * 4 and "relu" not in {n.op for n in net.nodes_of("a")}
+
+
+def test_mix_is_checked_and_skips_sets_it():
+    with pytest.raises(assembler.SpecError, match="argument 'mix' of 'gate' must be \"sum\" or \"relu\""):
+        assembler.check(assembler.parse(MIXED.replace('mix="relu")', 'mix="max")', 1)))
+    spec = assembler.load(SPECS / "tailor.net")
+    text = assembler.format(assembler.expand(spec))
+    assert 'c2 = gate(c1 -> pre.c2, x -> proxy(32, 2), c1 -> proxy(32, 2), mix="relu")' in text
+    plain = assembler.format(assembler.expand(assembler.parse(assembler.format(spec).replace(
+        "(k=3)", '(k=3, mix="sum")'), str(SPECS / "tailor.net"))))
+    assert "c2 = gate(c1 -> pre.c2, x -> proxy(32, 2), c1 -> proxy(32, 2))\n" in plain
+
+
+def test_a_collapsed_relu_gate_keeps_its_relu():
+    """Pruned to one path, relu(1 * path): a proxy path gets a `relu`; a block path whose own
+    ReLU the gate had taken gets it back by itself (nothing added)."""
+    spec = assembler.parse(MIXED)
+    proxy_only = assembler.format(prune(spec, "n", ["a.in0"]))
+    assert "a = x -> proxy(3, 2) -> relu\n" in proxy_only
+    block_only = assembler.format(prune(spec, "n", ["a.in1"]))
+    assert "a = x -> conv(3, 3, pad=1) -> batchnorm -> relu -> maxpool(2)\n" in block_only
+    assert 'init=[0.5, -1.0], mix="relu")' in assembler.format(prune(spec, "n", ["b.in1"]))
+
+
+# -- the teacher term --------------------------------------------------------------------------
+
+PAIRED = """\
+network teacher(x: [2, 4, 4]) {
+    a = x -> conv(2, 3, pad=1) -> relu
+    b = a -> conv(2, 3, pad=1) -> relu
+    y = b -> gap -> linear(3)
+    return y
+}
+
+network student(x: [2, 4, 4]) {
+    a = x -> conv(2, 3, pad=1) -> relu
+    b = a -> conv(2, 3, pad=1) -> relu
+    y = b -> gap -> linear(3)
+    skips x, a, b (k=2)
+    return y
+}
+"""
+
+
+def test_layer_local_omega_against_a_hand_computation():
+    """Omega = (sum of the element-mean squared differences) / L, L = 2 internal pairs; each
+    internal student binding computed from the detached values it reads, the logits from the
+    whole student. So b's term moves neither a's gate nor a's conv; the global form does."""
+    asm = assembler.compile(assembler.parse(PAIRED))
+    pairs = [("a", "a"), ("b", "b"), ("y", "y")]
+    local = TeacherTerm(asm, "student", pairs, layers=2, local=True)
+    assert set(local.local) == {"a", "b"} and local.local["b"][0] == ["x", "a"]
+    m = asm.modules
+    x = torch.randn(5, 2, 4, 4)
+    student, teacher = asm.network("student", local.taps).eval(), asm.network("teacher", ["a", "b", "y"]).eval()
+    out, acts = student(x)
+    with torch.no_grad():
+        _, t = teacher(x)
+    omega = local(acts, t)
+
+    def proxy(p, v):
+        return F.batch_norm(F.conv2d(v, p.conv.weight), p.bn.running_mean, p.bn.running_var, p.bn.weight, p.bn.bias)
+
+    aa, ab = m["student.a.gate"].alphas(), m["student.b.gate"].alphas()
+    a_local = torch.relu(aa[0] * m["student.a.in0.0"](x) + aa[1] * proxy(m["student.a.in1.0"], x))
+    a_det = acts["a"].detach()
+    b_local = torch.relu(ab[0] * m["student.b.in0.0"](a_det) + ab[1] * proxy(m["student.b.in1.0"], x)
+                         + ab[2] * proxy(m["student.b.in2.0"], a_det))
+    expected = (((a_local - t["a"]) ** 2).mean() + ((b_local - t["b"]) ** 2).mean() + ((out - t["y"]) ** 2).mean()) / 2
+    assert omega.item() == pytest.approx(expected.item(), rel=1e-6)
+
+    def grads(local_form: bool):
+        term = TeacherTerm(asm, "student", [("b", "b")], layers=1, local=local_form)
+        for p in asm.trainable_parameters("student"):
+            p.grad = None
+        o, acts = asm.network("student", term.taps).eval()(x)
+        term(acts, t).backward()
+        return m["student.a.gate"].logits.grad, m["student.a.in0.0"].weight.grad, m["student.b.gate"].logits.grad
+
+    a_gate, a_conv, b_gate = grads(True)
+    assert a_gate is None and a_conv is None and b_gate.abs().sum() > 0
+    a_gate, a_conv, _ = grads(False)
+    assert a_gate.abs().sum() > 0 and a_conv.abs().sum() > 0
+
+
+IMPORTED_TEACHER = """\
+use "source.net" as pre
+
+network student(x: [1, 8, 8]) {
+    c1 = x -> pre.c1
+    c2 = c1 -> pre.c2
+    c3 = c2 -> pre.c3
+    c4 = c3 -> pre.c4
+    logits = c4 -> gap -> linear(5)
+    skips x, c1, c2, c3, c4 (k=2)
+    return logits
+}
+
+train student {
+    procedure = nettailor(teacher=pre.cnn, blocks=[0, 1], threshold=0.01, latency=false)
+    data = digits(split="train", classes=[5, 6, 7, 8, 9], per_class=30)
+    validation = 0.2
+    optimizer = sgd(lr=0.01, momentum=0.9)
+    epochs = 1
+}
+"""
+
+
+def test_an_imported_teacher_is_matched_layer_by_layer(tmp_path):
+    """`teacher=pre.cnn`: the imported network runs with taps; its bindings pair with the
+    student's by name and shape (c1..c4, logits), so Omega is on, not silently zero."""
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+    (tmp_path / "s.net").write_text(IMPORTED_TEACHER)
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "s.net"), "--network", "student", "--out",
+                                  str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "o/metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["teacher"] > 0 and lines[-1]["stage"] == "final"
+    # the import's own section trained on all its data: the summary says the choice may be optimistic
+    assert "does not hold out the same samples" in lines[-1]["teacher_held_out"]
+
+
+def test_a_teacher_without_pairs_is_a_located_check_error(tmp_path):
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+    renamed = IMPORTED_TEACHER.replace("c1", "d1").replace("c2", "d2").replace("c3", "d3").replace("c4", "d4") \
+        .replace("logits", "out").replace("pre.d", "pre.c").replace("linear(5)", "linear(5) -> relu")
+    (tmp_path / "s.net").write_text(renamed.replace("teacher=pre.cnn,", "teacher=pre.cnn, gamma2=10,"))
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
+    assert r.exit_code == 1
+    assert "s.net:14:35: error: nettailor: the teacher 'pre.cnn' and the student 'student' have no binding in " \
+           "common" in r.output
+    (tmp_path / "s.net").write_text(renamed.replace("teacher=pre.cnn,", "teacher=pre.cnn, gamma2=0,"))
+    assert CliRunner().invoke(main, ["check", str(tmp_path / "s.net")]).exit_code == 0
+    (tmp_path / "s.net").write_text(IMPORTED_TEACHER.replace("validation = 0.2", "validation = 0"))
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
+    assert r.exit_code == 1 and "s.net:16:5: error: nettailor chooses k on held-out training data" in r.output
+
+
+# -- the held-out share ------------------------------------------------------------------------
+
+def test_sections_with_the_same_data_and_seed_hold_out_the_same_samples(workdir):
+    """`--set validation=0.2` reaches the teacher's and the student's sections: both train
+    without the same stratified 20%, and that 20% is what NetTailor measures both on."""
+    from assembler.train.run import apply_sets
+    from assembler.train.trainer import Trainer
+    spec = apply_sets(assembler.load(workdir / "tailor.net"), ["validation=0.2"])
+    asm = assembler.compile(spec)
+    by_net = {t.networks[0]: t for t in asm.checked.trains}
+    teacher = Trainer(asm, by_net["teacher"], None, base_dir=workdir, quiet=True)
+    student = Trainer(asm, by_net["student"], None, base_dir=workdir, quiet=True)
+    full = assembler.data.digits(split="train", classes=[5, 6, 7, 8, 9])
+    held_t, held_s = teacher.ctx.val_data, student.ctx.val_data
+    assert torch.equal(held_t.x, held_s.x) and torch.equal(teacher.ctx.train_data[0].x, student.ctx.train_data[0].x)
+    assert len(held_t) + len(teacher.ctx.train_data[0]) == len(full)
+    for c in range(5):  # stratified: 20% of each class
+        assert int((held_t.y == c).sum()) == round(int((full.y == c).sum()) * 0.2)
+    rows = {tuple(r.tolist()) for r in teacher.ctx.train_data[0].x.flatten(1)}
+    assert not any(tuple(r.tolist()) in rows for r in held_t.x.flatten(1))
+    other = by_net["teacher"].model_copy(update={"settings": {**by_net["teacher"].settings, "seed": 1}})
+    assert not torch.equal(Trainer(asm, other, None, base_dir=workdir, quiet=True).ctx.val_data.x, held_t.x)

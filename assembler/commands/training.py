@@ -39,7 +39,9 @@ def train(file, network, out, sets, resume, force, device, quiet):
                              device=device, force=force)
     except Interrupted as e:
         command = resume_command(file, network, out, sets, device)
-        click.echo(f"interrupted: saved {e.path}; continue with: {command}", err=True)
+        saved = f"saved {e.path}" if e.path is not None else \
+            "nothing saved (a section trained in memory, for the asked network, stopped; it trains again)"
+        click.echo(f"interrupted: {saved}; continue with: {command}", err=True)
         sys.exit(130)
     if dist.rank() != 0:
         return

@@ -260,6 +260,8 @@ class Tracker:
             if not isinstance(init, list) or len(init) != len(paths) or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in init):
                 raise Invalid("bad gate init")
+        if op == "gate" and "mix" in kwargs and self.value(kwargs["mix"], params) not in ("sum", "relu"):
+            raise Invalid("bad gate mix")
         return shapes[0]
 
     def element(self, el: ir.Element, s: Shape, params: dict, stack: tuple = ()) -> Shape:

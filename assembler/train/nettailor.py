@@ -5,8 +5,9 @@ blocks plus gated low-complexity proxies is trained with
 
 then the proxies whose alpha falls below `threshold` and the k pre-trained blocks with the
 smallest alpha are pruned (exclusion rules cascading), and what remains is fine-tuned
-without the complexity term. Over k, the leanest network within `tolerance` of the teacher's
-accuracy is kept, written as an ordinary spec.
+without the complexity term. Over k, the leanest network whose held-out accuracy is within
+`tolerance` of the teacher's is kept, written as an ordinary spec. The held-out share is the
+section's `validation` share (the teacher's section holds the same samples out: same data and seed).
 
 E[C] (eq. 5-10): for every gate path pi from node i into the gate at node j,
     E[C_pi] = C_pi * (alpha_pi - P_in(i) - P_out(j))
@@ -14,8 +15,14 @@ with C_pi the path's FLOPs over the FLOPs of the network without its proxies, P_
 product of (1 - alpha) over the paths merging into node i (0 when node i is not a gate: an
 input is never excluded) and P_out(j) the product of (1 - alpha) over every path that reads
 node j (0 when something other than a gate path reads it, e.g. the classifier).
-Omega (eq. 11): the mean over matched bindings of the element-mean squared difference between
-the student's and the teacher's activations (bindings paired by name, or by `match ... : l2`).
+
+Omega (eq. 11, as the reference code computes it): over the pairs of student and teacher
+bindings (`match ... : l2` edges, else equal names and shapes), the element-mean squared
+difference, summed and divided by L, the number of pairs inside the network. With
+`omega="local"` (the default, as the reference) each internal student binding is computed
+again from the detached values of the bindings it reads, so its term trains only its own
+gate and proxies; an output (the logits) is compared as the whole student computes it.
+`omega="global"`: every pair as the whole student computes it.
 """
 
 from __future__ import annotations
@@ -27,13 +34,16 @@ import torch.nn.functional as F
 
 from ..assemble import compile as compile_spec
 from ..checkpoint import attach_imports
-from ..errors import SpecError
+from ..checks.nettailor import teacher_pairs
+from ..errors import Diagnostic, SpecError
+from ..graph import CheckedNetwork, GatePath, gate_paths
 from ..parser import parse
 from ..printer import format_spec
 from ..resolve import expand
+from ..settings import plugins
 from .evaluation import evaluate
 from .procedure import Batch, Optim, Outcome, Procedure, Stage, Step, first_output
-from .tailor import choose, gate_paths, prune_assembly, removable_blocks, table
+from .tailor import Latency, choose, path_costs, prune_assembly, removable_blocks, table
 from .teacher import teacher_network
 
 
@@ -42,12 +52,15 @@ class ExpectedComplexity:
 
     def __init__(self, net: CheckedNetwork, modules: dict):
         self.paths = gate_paths(net)
+        self.cost = path_costs(net, self.paths)
         self.modules = modules
-        self.gate = {p.binding: p.gate for p in self.paths}
+        self.gate = {p.gate.binding: p.gate.module for p in self.paths}
+        # the gated binding a path reads (node i), None for an input or an ungated value
+        self.source = [p.sources[-1] if p.sources and p.sources[-1] in self.gate else None for p in self.paths]
         readers: dict[str, list[GatePath]] = {}
-        for p in self.paths:
-            if p.source is not None:
-                readers.setdefault(p.source, []).append(p)
+        for p, source in zip(self.paths, self.source):
+            if source is not None:
+                readers.setdefault(source, []).append(p)
         # a gated binding that anything but gate paths reads (or that is an output) is never excluded
         by_name = {n.name: n for n in net.nodes}
         free = {by_name[o].binding for o in net.outputs}
@@ -61,13 +74,49 @@ class ExpectedComplexity:
     def __call__(self) -> torch.Tensor:
         alphas = {key: self.modules[key].alphas() for key in set(self.gate.values())}
         total = torch.zeros(())
-        for p in self.paths:
-            a = alphas[p.gate][p.index]
-            p_in = torch.prod(1 - alphas[self.gate[p.source]]) if p.source is not None else 0.0
-            outs = self.readers.get(p.binding)
-            p_out = torch.stack([1 - alphas[r.gate][r.index] for r in outs]).prod() if outs else 0.0
-            total = total + p.cost * (a - p_in - p_out)
+        for p, cost, source in zip(self.paths, self.cost, self.source):
+            a = alphas[p.gate.module][p.index]
+            p_in = torch.prod(1 - alphas[self.gate[source]]) if source is not None else 0.0
+            outs = self.readers.get(p.gate.binding)
+            p_out = torch.stack([1 - alphas[r.gate.module][r.index] for r in outs]).prod() if outs else 0.0
+            total = total + cost * (a - p_in - p_out)
         return total
+
+
+class TeacherTerm:
+    """Omega for one stage's student: `(student outputs, its taps) -> (Omega, first output)`."""
+
+    def __init__(self, asm, student: str, pairs: list[tuple[str, str]], layers: int, local: bool):
+        net = asm.checked.networks[student]
+        self.pairs = [(s, t) for s, t in pairs if s in net.bindings]
+        self.layers = layers
+        outputs = {net.node(o).binding for o in net.outputs}
+        self.local = {}  # internal student binding -> (the bindings it reads, its sub-graph)
+        if local:
+            for s, _ in self.pairs:
+                if s not in outputs:
+                    reads = _reads(net, s)
+                    self.local[s] = (reads, asm.network(student, start=reads, end=[s]))
+        self.taps = list(dict.fromkeys([s for s, _ in self.pairs] + [r for reads, _ in self.local.values()
+                                                                      for r in reads]))
+
+    def __call__(self, acts: dict, teacher_acts: dict) -> torch.Tensor:
+        total = 0.0
+        for s, t in self.pairs:
+            if s in self.local:
+                reads, layer = self.local[s]
+                value = layer(*(acts[r].detach() for r in reads))
+            else:
+                value = acts[s]
+            total = total + F.mse_loss(value, teacher_acts[t])
+        return total / self.layers
+
+
+def _reads(net: CheckedNetwork, binding: str) -> list[str]:
+    """The other bindings (and inputs) whose values a binding's nodes read, in network order."""
+    found = {net.node(i).binding for n in net.nodes_of(binding) for i in n.inputs} - {binding}
+    order = {n.binding: k for k, n in enumerate(net.nodes)}
+    return sorted(found, key=order.__getitem__)
 
 
 class NetTailor(Procedure):
@@ -78,7 +127,7 @@ class NetTailor(Procedure):
 
     name = "nettailor"
     ddp = False  # the student runs with taps (a plain graph); gradients are averaged by hand
-    validation = 0.2  # k is chosen on held-out training data, never on the test data
+    validation = 0.2  # held out when the section sets no `validation`: k is never chosen on the test data
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -86,7 +135,7 @@ class NetTailor(Procedure):
         self.snapshot: dict | None = None  # its weights after the "train" stage
         self.reference: dict = {}
         self.rows: list[dict] = []
-        self.best: dict[str, dict] = {}  # "good" / "any": candidate rows with spec text and tensors
+        self.best: dict[str, dict] = {}  # "chosen": the candidate row with spec text and tensors
 
     @property
     def student(self) -> str:
@@ -99,11 +148,30 @@ class NetTailor(Procedure):
 
     def _ks(self) -> list[int]:
         n = removable_blocks(self.base.checked.networks[self.student])
-        return [k for k in (self.ctx.args.get("blocks") or range(n + 1)) if k <= n]
+        ks = self.ctx.args.get("blocks") or list(range(n + 1))
+        if max(ks) > n:
+            span = next((t.spans.get("procedure") for t in self.base.checked.trains if self.student in t.networks),
+                        None)
+            where = (span.file, span.line, span.column) if span else (self.base.checked.filename,)
+            raise SpecError(Diagnostic(f"nettailor: blocks lists k={max(ks)}, but '{self.student}' has only {n} "
+                                       "removable pre-trained block(s)", *where, hint=f"give numbers from 0 to {n}"))
+        return ks
 
     def setup(self) -> None:
         self.teacher_name = self.ctx.args["teacher"]
+        teacher_net = _checked_network(self.base, self.teacher_name)
+        self.pairs = teacher_pairs(self.student, self.base.checked.networks[self.student], self.teacher_name,
+                                   teacher_net, self.base.checked.edges)
+        if self.ctx.args["gamma2"] > 0 and not self.pairs:  # `check` reports it; an Assembly built by hand too
+            raise SpecError.at(f"nettailor: the teacher '{self.teacher_name}' shares no binding with "
+                               f"'{self.student}': the teacher term would be empty", None)
+        outputs = {self.base.checked.networks[self.student].node(o).binding
+                   for o in self.base.checked.networks[self.student].outputs}
+        self.layers = max(1, sum(s not in outputs for s, _ in self.pairs))  # L, the reference's 16
         self.teacher = teacher_network(self.ctx, self.teacher_name)
+        self.teacher_taps = teacher_network(self.ctx, self.teacher_name, sorted({t for _, t in self.pairs}))
+        self.latency = Latency(self.teacher, self.base.checked.networks[self.student].inputs) \
+            if self.ctx.args.get("latency", True) else None
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -126,9 +194,7 @@ class NetTailor(Procedure):
         self.ctx.asm = asm
         self.gamma1, self.gamma2 = gamma1, self.ctx.args["gamma2"]
         self.complexity = ExpectedComplexity(asm.checked.networks[self.student], asm.modules)
-        self.pairs = self._pairs(asm)
-        same_file = self.teacher_name in asm.checked.networks
-        self.teacher_taps = asm.network(self.teacher_name, [t for _, t in self.pairs]) if same_file else None
+        self.term = TeacherTerm(asm, self.student, self.pairs, self.layers, self.ctx.args["omega"] == "local")
         return asm
 
     def exit(self, stage: Stage) -> None:
@@ -139,26 +205,58 @@ class NetTailor(Procedure):
         self._candidate(self.ctx.asm)
 
     def _references(self) -> None:
-        """The reference accuracy on held-out data: the lower of the teacher's and the untailored
-        student's, since the teacher usually trained on those samples."""
-        val, test = self.ctx.val_data, self.ctx.test_data[0]
-        t, s = evaluate(self.teacher, val)["accuracy"], evaluate(self.base.network(self.student), val)["accuracy"]
-        net = self.student
-        self.reference = {"teacher_accuracy": evaluate(self.teacher, test)["accuracy"] if test is not None else None,
-                          "teacher_val_accuracy": t, "student_val_accuracy": s, "reference_accuracy": min(t, s),
-                          "student_params": self.base.checked.params(net), "student_flops": self.base.checked.flops(net)}
+        """The teacher's and the untailored student's accuracy on the held-out share and the
+        test data; k is chosen against the teacher's held-out accuracy."""
+        val, test, net = self.ctx.val_data, self.ctx.test_data[0], self.student
+        student = self.base.network(net)
+        self.reference = {
+            "teacher_val_accuracy": evaluate(self.teacher, val)["accuracy"],
+            "teacher_accuracy": evaluate(self.teacher, test)["accuracy"] if test is not None else None,
+            "student_val_accuracy": evaluate(student, val)["accuracy"],
+            "student_test_accuracy": evaluate(student, test)["accuracy"] if test is not None else None,
+            "student_params": self.base.checked.params(net), "student_flops": self.base.checked.flops(net),
+            "teacher_flops": _flops(self.base, self.teacher_name),
+            "held_out": len(val), "validation": self.ctx.settings.get("validation", self.validation),
+            "teacher_held_out": self._teacher_held_out(), "tolerance": self.ctx.args["tolerance"],
+            "student_latency": self.latency(student) if self.latency else None}
+        if self.reference["teacher_held_out"] is not True and not self.ctx.quiet:
+            print(f"warning: nettailor: {self.reference['teacher_held_out']}", file=sys.stderr)
+
+    def _teacher_held_out(self):
+        """True when the teacher's own section held out the same samples (same data, seed and
+        share), else why its held-out accuracy may be optimistic."""
+        trains, name = _sections_of(self.base, self.teacher_name)
+        mine = self.ctx.settings
+        share = mine.get("validation", self.validation)
+        for t in trains:
+            if name not in t.networks:
+                continue
+            theirs = t.settings
+            proc = theirs.get("procedure", {"name": "finetune"})["name"]
+            their_share = theirs.get("validation", getattr(plugins("procedure")[proc].resolve(), "validation", 0.0))
+            first = lambda d: d[0] if isinstance(d, list) else d  # noqa: E731
+            if (first(theirs.get("data")), theirs.get("seed", 0), their_share) == (first(mine["data"]),
+                                                                                   mine["seed"], share):
+                return True
+            return (f"the teacher's section does not hold out the same samples (its data, seed or validation share "
+                    f"differ: {their_share} vs {share}), so its held-out accuracy, which k is chosen "
+                    "against, was measured on samples it trained on; give both sections the same validation share")
+        return (f"no train section of '{self.teacher_name}' was found: nothing says it did not train on the "
+                "held-out samples")
 
     def _candidate(self, asm) -> None:
-        net, test = self.student, self.ctx.test_data[0]
+        net, test, val = self.student, self.ctx.test_data[0], self.ctx.val_data
+        gm = asm.network(net)
         row = {**self.candidate, "params": asm.checked.params(net), "flops": asm.checked.flops(net),
-               "accuracy": evaluate(asm.network(net), self.ctx.val_data)["accuracy"],
-               "test_accuracy": evaluate(asm.network(net), test)["accuracy"] if test is not None else None}
+               "accuracy": evaluate(gm, val)["accuracy"],
+               "test_accuracy": evaluate(gm, test)["accuracy"] if test is not None else None,
+               "latency": self.latency(gm) if self.latency else None}
         self._record(row)
         spec = format_spec(expand(asm.spec).model_copy(update={"comments": ()}))
         kept = {"row": row, "spec": spec, "filename": asm.spec.filename,
                 "tensors": {k: v.detach().clone() for k, v in asm.state().items()}}
         rivals = [row] + ([self.best["chosen"]["row"]] if "chosen" in self.best else [])
-        if choose(rivals, self.reference["reference_accuracy"], self.ctx.args["tolerance"]) is row:
+        if choose(rivals, self.reference["teacher_val_accuracy"], self.ctx.args["tolerance"]) is row:
             self.best["chosen"] = kept
 
     def _record(self, row: dict) -> None:
@@ -175,7 +273,7 @@ class NetTailor(Procedure):
         row = chosen["row"]
         summary = {**self.reference, "tailor": sorted(self.rows, key=lambda r: r["k"]), "chosen_k": row["k"],
                    "val_accuracy": row["accuracy"], "test_accuracy": row["test_accuracy"], "params": row["params"],
-                   "flops": row["flops"]}
+                   "flops": row["flops"], "latency": row["latency"]}
         if not self.ctx.quiet:
             print(table(summary), file=sys.stderr)
         return Outcome(asm, summary)
@@ -194,20 +292,6 @@ class NetTailor(Procedure):
 
     # -- the loss --------------------------------------------------------------------------------
 
-    def _pairs(self, asm) -> list[tuple[str, str]]:
-        """(student binding, teacher binding): declared l2 edges, else equal names and shapes."""
-        edges = [(e.target.split(".", 1)[1], e.source.split(".", 1)[1]) for e in asm.checked.edges
-                 if e.weighting == "l2" and e.source.startswith(self.teacher_name + ".")
-                 and e.target.startswith(self.student + ".")]
-        if edges:
-            return edges
-        s = asm.checked.networks[self.student]
-        t = asm.checked.networks.get(self.teacher_name)
-        if t is None:
-            return []
-        return [(b, b) for b in s.bindings if b in t.bindings and b not in s.inputs
-                and s.shape(b) == t.shape(b)]
-
     def optimizers(self, stage: Stage) -> dict[str, Optim]:
         gates = {id(p) for k, d in self.ctx.asm.checked.modules.items() if d.op == "gate"
                  for p in self.ctx.asm.modules[k].parameters()}
@@ -217,9 +301,11 @@ class NetTailor(Procedure):
 
     def loss(self, batch: Batch) -> Step:
         x, y = batch[0]
-        taps = [s for s, _ in self.pairs]
-        student = self.ctx.asm.network(self.student, taps)
-        out, acts = student(x) if taps else (self.ctx.model(self.student)(x), {})
+        teach = bool(self.gamma2 and self.term.pairs)
+        if teach:
+            out, acts = self.ctx.asm.network(self.student, self.term.taps)(x)
+        else:
+            out, acts = self.ctx.model(self.student)(x), {}
         logits = first_output(out)
         ce = F.cross_entropy(logits, y)
         terms = {"ce": ce.item()}
@@ -228,16 +314,44 @@ class NetTailor(Procedure):
             ec = self.complexity()
             loss = loss + self.gamma1 * ec
             terms["complexity"] = ec.item()
-        if self.gamma2 and self.pairs and self.teacher_taps is not None:
+        if teach:
             with torch.no_grad():
                 _, t_acts = self.teacher_taps(x)
-            omega = torch.stack([F.mse_loss(acts[s], t_acts[t]) for s, t in self.pairs]).mean()
+            omega = self.term(acts, t_acts)
             loss = loss + self.gamma2 * omega
             terms["teacher"] = omega.item()
         return Step(loss, terms, {self.student: logits})
 
     def train_modules(self):
         return [self.ctx.asm.network(self.student)]
+
+
+def _checked_network(asm, name: str) -> CheckedNetwork | None:
+    """The checked network a teacher name designates: `net`, or imported `alias.net` / `alias`."""
+    if name in asm.checked.networks:
+        return asm.checked.networks[name]
+    alias, _, rest = name.partition(".")
+    sub = asm.imports.get(alias)
+    if sub is None:
+        return None
+    nets = sub.checked.networks
+    return nets.get(rest) if rest else (next(iter(nets.values())) if len(nets) == 1 else None)
+
+
+def _sections_of(asm, name: str) -> tuple[tuple, str]:
+    """The train sections of the spec that defines network `name`, and its name there."""
+    if name in asm.checked.networks:
+        return asm.checked.trains, name
+    alias, _, rest = name.partition(".")
+    sub = asm.imports.get(alias)
+    if sub is None:
+        return (), name
+    return sub.checked.trains, rest or next(iter(sub.checked.networks), "")
+
+
+def _flops(asm, name: str) -> int:
+    net = _checked_network(asm, name)
+    return sum(n.flops for n in net.nodes) if net is not None else 0
 
 
 def _load(asm, tensors: dict) -> None:

@@ -168,6 +168,8 @@ def _train_section(asm, t, dest: Path | None, base: Path, device, quiet: bool, r
     repaired = dest is not None and dist.rank() == 0 and recover(dest)
     with _writing(dest, wait=not note):
         resume_from = _resumable(dest, resume, force, quiet or not note, repaired)
+        if resume_from is not None and not note and _stale(trainer, dest, quiet):
+            resume_from = None  # a cached section another version of the code wrote: train it again
         if resume_from is not None and _complete(dest):
             return _finished(trainer, dest, quiet), metrics_lines(dest)
         outcome = trainer.run(resume_from=resume_from)
@@ -213,6 +215,18 @@ def _resumable(dest: Path | None, resume: bool, force: bool, quiet: bool, repair
         raise SpecError(Diagnostic(f"{dest} already holds a checkpoint", str(dest),
                                    hint="add --resume to continue it, --force to overwrite it, or give another --out"))
     return None
+
+
+def _stale(trainer: Trainer, dest: Path, quiet: bool) -> bool:
+    """Whether a cached section cannot be reused (unreadable, or written by a run whose spec
+    or settings, as this version of assembler resolves them, differ)."""
+    try:
+        stale = read_meta(dest).get("train", {}).get("run") != trainer.run_key
+    except CheckpointError:
+        stale = True
+    if stale and not quiet and dist.rank() == 0:
+        print(f"note: {dest} was written by another version or run; training it again", file=sys.stderr)
+    return stale
 
 
 def _finished(trainer: Trainer, dest: Path, quiet: bool):

@@ -5,7 +5,8 @@ is an ordinary spec: removed blocks gone, single-path gates collapsed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import statistics
 
 import torch
 
@@ -13,41 +14,17 @@ from ..assemble import compile as compile_spec
 from ..checkpoint import attach_imports
 from ..compiler import copy_weights
 from ..edits import prune_with_map
-from ..graph import CheckedNetwork
+from ..graph import CheckedNetwork, GatePath, gate_paths
+from ..inference import example_inputs, interleaved_latency, median_ratio, optimize
 from ..resolve import expand
 
 
-@dataclass(frozen=True)
-class GatePath:
-    gate: str  # module key of the gate
-    binding: str  # the gated binding (node j)
-    index: int  # path index in the gate
-    source: str | None  # the gated binding it reads (node i), None for an input or ungated value
-    cost: float  # the path's FLOPs over the network's FLOPs without proxies
-    proxy: bool  # a task-specific proxy (else a pre-trained block)
-
-
-def gate_paths(net: CheckedNetwork) -> list[GatePath]:
-    """Every path of every gate of a network, with the binding it reads and its relative cost."""
-    gates = {n.binding: n for n in net.nodes if n.op == "gate"}
-    by_name = {n.name: n for n in net.nodes}
-    found, proxy_flops = [], 0
-    for g in gates.values():
-        for i, last in enumerate(g.inputs):
-            nodes, frontier, source = [], [last], None
-            while frontier:
-                cur = by_name[frontier.pop()]
-                if cur.binding != g.binding or cur.op == "input":
-                    source = cur.binding
-                    continue
-                nodes.append(cur)
-                frontier.extend(cur.inputs)
-            flops = sum(n.flops for n in nodes)
-            proxy = any(n.role == "proxy" for n in nodes)
-            proxy_flops += flops if proxy else 0
-            found.append((g, i, source if source in gates else None, flops, proxy))
-    total = max(1, sum(n.flops for n in net.nodes) - proxy_flops - sum(g.flops for g in gates.values()))
-    return [GatePath(g.module, g.binding, i, src, flops / total, proxy) for g, i, src, flops, proxy in found]
+def path_costs(net: CheckedNetwork, paths: list[GatePath]) -> list[float]:
+    """Each gate path's FLOPs over the network's FLOPs without proxies and gates (the C_i of
+    E[C]), in the order of `paths`."""
+    gates = {p.gate.name: p.gate.flops for p in paths}
+    total = sum(n.flops for n in net.nodes) - sum(p.flops for p in paths if p.proxy) - sum(gates.values())
+    return [p.flops / max(1, total) for p in paths]
 
 
 def removable_blocks(net: CheckedNetwork) -> int:
@@ -61,9 +38,9 @@ def pruning_plan(net: CheckedNetwork, modules: dict, threshold: float, k: int) -
     blocks)."""
     paths = gate_paths(net)
     with torch.no_grad():
-        alphas = {p.gate: modules[p.gate].alphas().tolist() for p in paths}
-    items = [f"{p.binding}.in{p.index}" for p in paths if p.proxy and alphas[p.gate][p.index] < threshold]
-    blocks = sorted((alphas[p.gate][p.index], p.binding, p.index) for p in paths if not p.proxy)
+        alphas = {p.gate.module: modules[p.gate.module].alphas().tolist() for p in paths}
+    items = [f"{p.gate.binding}.in{p.index}" for p in paths if p.proxy and alphas[p.gate.module][p.index] < threshold]
+    blocks = sorted((alphas[p.gate.module][p.index], p.gate.binding, p.index) for p in paths if not p.proxy)
     removed = blocks[:k]
     return items + [f"{b}.in{i}" for _, b, i in removed], [b for _, b, _ in removed]
 
@@ -80,27 +57,76 @@ def prune_assembly(asm, student: str, threshold: float, k: int, seed: int = 0):
     return new, removed, items
 
 
+class Latency:
+    """Measured CPU latency against the teacher: both inference-compiled (`assembler.inference`:
+    gates fixed, batch-norm folded, shared pools, channels-last), timed in interleaved rounds;
+    per batch size (1 and 256) the median over rounds of time(network) / time(teacher) and the
+    network's median milliseconds."""
+
+    BATCHES = (1, 256)
+
+    def __init__(self, teacher, inputs: dict[str, tuple[int, ...]], rounds: int = 21):
+        self.shapes = inputs  # the networks' input shapes (without the batch)
+        self.inputs = {b: example_inputs(inputs, batch=b) for b in self.BATCHES}
+        self.rounds = rounds
+        self.teacher = _fast(teacher, inputs)
+
+    def __call__(self, gm) -> dict:
+        fast = _fast(gm, self.shapes)
+        out = {}
+        for b, x in self.inputs.items():
+            times = interleaved_latency({"net": fast, "teacher": self.teacher}, x, rounds=self.rounds,
+                                        number=10 if b == 1 else 1, warmup=3)
+            out[f"b{b}"] = round(median_ratio(times, "net", "teacher"), 4)
+            out[f"ms_b{b}"] = round(statistics.median(times["net"]) * 1e3, 4)
+            out[f"teacher_ms_b{b}"] = round(statistics.median(times["teacher"]) * 1e3, 4)
+        return out
+
+
+def _fast(gm, inputs: dict):
+    """The inference compilation of a copy of `gm` on the CPU (the training graph stays put)."""
+    cpu = copy.deepcopy(gm).cpu()
+    return optimize(cpu, check_with=example_inputs(inputs, batch=2))
+
+
 def choose(rows: list[dict], reference: float, tolerance: float) -> dict | None:
-    """The leanest candidate within `tolerance` of the reference accuracy (ties: the more
-    accurate); the most accurate when none is."""
+    """The leanest candidate whose held-out accuracy is at least `reference - tolerance` (ties:
+    the more accurate); the most accurate when none is."""
     done = [r for r in rows if "accuracy" in r]
-    good = [r for r in done if r["accuracy"] >= reference - tolerance]
+    good = [r for r in done if r["accuracy"] >= reference - tolerance - 1e-12]
     if good:
         return min(good, key=lambda r: (r["flops"], -r["accuracy"], r["k"]))
     return max(done, key=lambda r: (r["accuracy"], -r["k"]), default=None)
 
 
+def _cell(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
 def table(summary: dict) -> str:
-    lines = [f"on held-out training data: teacher {summary['teacher_val_accuracy']:.4f}, untailored student "
-             f"{summary['student_val_accuracy']:.4f} ({summary['student_params']:,} params, "
-             f"{summary['student_flops']:,} FLOPs); reference {summary['reference_accuracy']:.4f}",
-             f"{'k':>3}  {'params':>9}  {'FLOPs':>10}  {'val acc':>8}  {'test acc':>8}  removed blocks"]
-    for r in summary["tailor"]:
+    """The accuracy-vs-cost curve over k: held-out and test accuracy, parameters, FLOPs (share
+    of the teacher's) and measured latency (the teacher's = 1), the kept network marked."""
+    s = summary
+    tf = s.get("teacher_flops") or 0
+    lat = lambda latency, b: _cell((latency or {}).get(b), ".2f")  # noqa: E731
+    note = "" if s.get("teacher_held_out") is True else "  (the teacher may have trained on them: see the warning)"
+    lines = [f"held out: {s['held_out']} samples ({s['validation']:.0%} of the training data){note}",
+             f"teacher: held-out {s['teacher_val_accuracy']:.4f}, test {_cell(s['teacher_accuracy'], '.4f')}, "
+             f"{tf:,} FLOPs; keep the leanest k with held-out accuracy >= {s['teacher_val_accuracy']:.4f} - "
+             f"{s['tolerance']} = {s['teacher_val_accuracy'] - s['tolerance']:.4f}",
+             f"{'k':>3}  {'params':>9}  {'FLOPs':>10}  {'/teacher':>8}  {'held-out':>8}  {'test':>6}  "
+             f"{'t/T b1':>6}  {'t/T b256':>8}  removed blocks",
+             f"{'-':>3}  {s['student_params']:>9,}  {s['student_flops']:>10,}  "
+             f"{_cell(s['student_flops'] / tf if tf else None, '>8.1%')}  {s['student_val_accuracy']:>8.4f}  "
+             f"{_cell(s.get('student_test_accuracy'), '>6.4f')}  {lat(s.get('student_latency'), 'b1'):>6}  "
+             f"{lat(s.get('student_latency'), 'b256'):>8}  untailored (every proxy)"]
+    for r in s["tailor"]:
         if "skipped" in r:
             lines.append(f"{r['k']:>3}  skipped: {r['skipped']}")
             continue
-        mark = "  <- kept" if r["k"] == summary["chosen_k"] else ""
-        t = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
-        lines.append(f"{r['k']:>3}  {r['params']:>9,}  {r['flops']:>10,}  {r['accuracy']:>8.4f}  {t:>8}  "
-                     f"{', '.join(r['removed_blocks']) or '-'} (+{r['removed_proxies']} proxies){mark}")
+        mark = "  <- kept" if r["k"] == s["chosen_k"] else ""
+        lines.append(f"{r['k']:>3}  {r['params']:>9,}  {r['flops']:>10,}  {_cell(r['flops'] / tf if tf else None, '>8.1%')}"
+                     f"  {r['accuracy']:>8.4f}  {_cell(r.get('test_accuracy'), '>6.4f')}  {lat(r.get('latency'), 'b1'):>6}  "
+                     f"{lat(r.get('latency'), 'b256'):>8}  {', '.join(r['removed_blocks']) or '-'} (+{r['removed_proxies']} "
+                     f"proxies){mark}")
     return "\n".join(lines)

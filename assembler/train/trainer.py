@@ -85,10 +85,22 @@ class Trainer:
                            device=self.device, quiet=quiet)
         self.procedure: Procedure = cls(self.ctx)
         self.ctx.train_data, self.ctx.test_data = load_sources(section, self.settings, asm, base_dir)
-        if self.procedure.validation > 0:
-            self.ctx.train_data[0], self.ctx.val_data = split_validation(
-                self.ctx.train_data[0], self.procedure.validation, self.settings["seed"])
+        self._hold_out()
         self.stages = self.procedure.stages()
+
+    def _hold_out(self) -> None:
+        """Keep the section's `validation` share (else the procedure's `validation`) of every
+        training source out of training: a seeded, stratified split, so every section with the
+        same data and seed holds out the same samples. `ctx.val_data`: the first source's."""
+        share = self.settings.get("validation", self.procedure.validation)
+        if share <= 0:
+            return
+        splits: dict[int, tuple] = {}
+        for i, ds in enumerate(self.ctx.train_data):
+            if id(ds) not in splits:  # one source shared by several networks splits once
+                splits[id(ds)] = split_validation(ds, share, self.settings["seed"])
+            self.ctx.train_data[i] = splits[id(ds)][0]
+        self.ctx.val_data = next(iter(splits.values()))[1]
 
     @property
     def asm(self):

@@ -1,0 +1,284 @@
+"""Exact rewrites of sums of convolutions and of memory-bound ops, for the inference compilation
+(`assembler.inference.optimize` runs them after gates and batch-norm are folded).
+
+NetTailor's tailored networks are sums: relu(alpha_0 block + sum_i alpha_i proxy_i), every
+alpha folded into the conv that produces its path. On small inputs every extra conv call
+costs more than its arithmetic, so the sum is rewritten with fewer calls:
+
+- `merge_parallel_convs`: convolutions of the *same* value with the same stride, groups and
+  dilation, centred alike, summed (a 1x1 proxy beside the 3x3 conv of a block that reads the
+  same binding) become one convolution whose kernel is the sum of the centred kernels
+  (RepVGG's re-parameterisation; exact up to rounding).
+- `concat_convs`: 1x1 stride-1 convolutions of *different* values of one spatial size,
+  summed, become one 1x1 convolution of their channel concatenation; when every one of
+  those values is the same max-pool (one reader each) of its own source, the pool runs
+  once on the concatenated sources (a max-pool acts per channel).
+- `in_place`: a ReLU or an addition whose first operand is a fresh intermediate that nothing
+  else reads writes into it (no new buffer: at batch 256 these ops are memory-bound).
+
+Each works on a GraphModule in place (the caller copies it) and keeps its outputs.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+# Ops whose output is a new tensor (never a view of an input): safe to overwrite in place.
+FRESH_FUNCTIONS = frozenset({torch.conv2d, F.linear, F.max_pool2d, F.avg_pool2d, operator.add, operator.mul,
+                             torch.add, torch.cat, torch.relu, torch.sigmoid, torch.tanh, F.gelu})
+FRESH_MODULES = (nn.Conv2d, nn.Linear)
+
+
+def _is_add(n) -> bool:
+    return isinstance(n, fx.Node) and n.op == "call_function" and (
+        n.target is operator.add and len(n.args) == 2 and not n.kwargs
+        or n.target is torch.add and len(n.args) == 2 and set(n.kwargs) <= {"alpha"})
+
+
+def _terms(node: fx.Node, coef: float, out: list) -> None:
+    """The terms (value, coefficient) of a sum tree: adds read only by the add above them."""
+    a, b = node.args
+    alpha = node.kwargs.get("alpha", 1.0) if node.target is torch.add else 1.0
+    for arg, c in ((a, coef), (b, coef * alpha)):
+        if _is_add(arg) and len(arg.users) == 1:
+            _terms(arg, c, out)
+        else:
+            out.append((arg, c))
+
+
+def _conv(gm: fx.GraphModule, n) -> nn.Conv2d | None:
+    """The plain Conv2d a node calls (zero padding, integer padding), or None."""
+    if not isinstance(n, fx.Node) or n.op != "call_module" or len(n.users) != 1:
+        return None
+    m = gm.get_submodule(n.target)
+    if type(m) is not nn.Conv2d or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return None
+    return m
+
+
+def _roots(gm: fx.GraphModule) -> list[fx.Node]:
+    """The top adds of every sum tree."""
+    return [n for n in gm.graph.nodes if _is_add(n) and not (len(n.users) == 1 and _is_add(next(iter(n.users))))]
+
+
+def _rebuild(gm: fx.GraphModule, root: fx.Node, terms: list) -> None:
+    """Replace the sum tree at `root` by the sum of `terms` ((value, coefficient) pairs)."""
+    graph = gm.graph
+    with graph.inserting_before(root):
+        value, c = terms[0]
+        out = value if c == 1.0 else graph.call_function(operator.mul, (value, c))
+        for value, c in terms[1:]:
+            out = graph.call_function(operator.add, (out, value)) if c == 1.0 else \
+                graph.call_function(torch.add, (out, value), {"alpha": c})
+    root.replace_all_uses_with(out)
+
+
+def _new_conv(gm: fx.GraphModule, where: fx.Node, x, conv: nn.Conv2d, name: str) -> fx.Node:
+    target, i = f"{name}_merged", 0
+    while hasattr(gm, target):
+        i += 1
+        target = f"{name}_merged{i}"
+    gm.add_submodule(target, conv.requires_grad_(False).eval())
+    with gm.graph.inserting_before(where):
+        return gm.graph.call_module(target, (x,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions of the same value
+
+
+def _centre(m: nn.Conv2d) -> tuple:
+    """Where a conv's kernel centre falls relative to its padding (equal for convs whose
+    outputs align element by element), or None for an even kernel."""
+    if any(k % 2 == 0 for k in m.kernel_size):
+        return None
+    return tuple(p - (k - 1) // 2 for p, k in zip(m.padding, m.kernel_size))
+
+
+def merge_parallel_convs(gm: fx.GraphModule) -> None:
+    """Convs of one value (same stride, dilation 1, groups, centre) summed -> one conv."""
+    for root in _roots(gm):
+        terms: list = []
+        _terms(root, 1.0, terms)
+        groups: dict[tuple, list] = {}
+        for value, c in terms:
+            m = _conv(gm, value)
+            if m is not None and _centre(m) is not None and m.dilation == (1, 1):
+                groups.setdefault((value.args[0], m.stride, m.groups, m.out_channels, _centre(m)), []).append(
+                    (value, c, m))
+        merged = {id(v): None for g in groups.values() if len(g) > 1 for v, _, _ in g}
+        if not merged:
+            continue
+        new_terms, done = [], set()
+        for value, c in terms:
+            if id(value) not in merged:
+                new_terms.append((value, c))
+                continue
+            key = next(k for k, g in groups.items() if any(v is value for v, _, _ in g))
+            if key not in done:
+                done.add(key)
+                new_terms.append((_merged_kernel(gm, root, groups[key]), 1.0))
+        _rebuild(gm, root, new_terms)
+
+
+def _merged_kernel(gm: fx.GraphModule, where: fx.Node, members: list) -> fx.Node:
+    first = members[0][2]
+    kh = max(m.kernel_size[0] for _, _, m in members)
+    kw = max(m.kernel_size[1] for _, _, m in members)
+    centre = _centre(first)
+    pad = (centre[0] + (kh - 1) // 2, centre[1] + (kw - 1) // 2)
+    conv = nn.Conv2d(first.in_channels, first.out_channels, (kh, kw), first.stride, pad, groups=first.groups, bias=True)
+    with torch.no_grad():
+        weight = torch.zeros(conv.weight.shape, dtype=torch.float64)
+        bias = torch.zeros(first.out_channels, dtype=torch.float64)
+        for _, c, m in members:
+            dh, dw = (kh - m.kernel_size[0]) // 2, (kw - m.kernel_size[1]) // 2
+            weight[:, :, dh:dh + m.kernel_size[0], dw:dw + m.kernel_size[1]] += c * m.weight.double()
+            if m.bias is not None:
+                bias += c * m.bias.double()
+        conv.weight.copy_(weight.to(first.weight.dtype))
+        conv.bias.copy_(bias.to(first.weight.dtype))
+    return _new_conv(gm, where, members[0][0].args[0], conv, members[0][0].target.replace(".", "_"))
+
+
+def stack_sibling_convs(gm: fx.GraphModule) -> None:
+    """Convs of one value with the same geometry (kernel, stride, padding, dilation, groups 1),
+    wherever their outputs go -> one conv with their output channels stacked, each reader
+    taking its slice (two proxies of one pooled map, feeding two gates)."""
+    siblings: dict[tuple, list] = {}
+    for n in gm.graph.nodes:
+        m = _conv(gm, n)
+        if m is not None and m.groups == 1:
+            siblings.setdefault((n.args[0], m.kernel_size, m.stride, m.padding, m.dilation), []).append((n, m))
+    for group in (g for g in siblings.values() if len(g) > 1):
+        convs = [m for _, m in group]
+        conv = nn.Conv2d(convs[0].in_channels, sum(m.out_channels for m in convs), convs[0].kernel_size,
+                         convs[0].stride, convs[0].padding, convs[0].dilation, bias=True)
+        with torch.no_grad():
+            conv.weight.copy_(torch.cat([m.weight for m in convs]))
+            conv.bias.copy_(torch.cat([m.bias if m.bias is not None else torch.zeros(m.out_channels)
+                                       for m in convs]))
+        first = min((n for n, _ in group), key=lambda n: _position(gm, n))
+        stacked = _new_conv(gm, first, first.args[0], conv, first.target.replace(".", "_"))
+        start = 0
+        for n, m in group:
+            with gm.graph.inserting_after(stacked):
+                part = gm.graph.call_method("narrow", (stacked, 1, start, m.out_channels))
+            n.replace_all_uses_with(part)
+            start += m.out_channels
+
+
+def _position(gm: fx.GraphModule, node: fx.Node) -> int:
+    return next(i for i, n in enumerate(gm.graph.nodes) if n is node)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1x1 convolutions of different values
+
+
+def _pointwise(m: nn.Conv2d | None) -> bool:
+    return m is not None and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0) \
+        and m.groups == 1
+
+
+def _spatial(n) -> tuple | None:
+    meta = n.meta.get("tensor_meta") if isinstance(n, fx.Node) else None
+    return tuple(meta.shape[:1]) + tuple(meta.shape[2:]) if meta is not None and len(meta.shape) == 4 else None
+
+
+def concat_convs(gm: fx.GraphModule) -> None:
+    """1x1 convs of different values of one size (batch, H, W) summed -> one 1x1 conv of their
+    concatenation; needs shapes in `node.meta["tensor_meta"]` (fx's ShapeProp)."""
+    for root in _roots(gm):
+        terms: list = []
+        _terms(root, 1.0, terms)
+        groups: dict[tuple, list] = {}
+        for value, c in terms:
+            m = _conv(gm, value)
+            if _pointwise(m) and _spatial(value.args[0]) is not None:
+                groups.setdefault((_spatial(value.args[0]), m.out_channels), []).append((value, c, m))
+        groups = {k: g for k, g in groups.items() if len({id(v.args[0]) for v, _, _ in g}) == len(g) > 1}
+        if not groups:
+            continue
+        members = {id(v): k for k, g in groups.items() for v, _, _ in g}
+        new_terms, done = [], set()
+        for value, c in terms:
+            key = members.get(id(value))
+            if key is None:
+                new_terms.append((value, c))
+            elif key not in done:
+                done.add(key)
+                new_terms.append((_concatenated(gm, root, groups[key]), 1.0))
+        _rebuild(gm, root, new_terms)
+
+
+def _concatenated(gm: fx.GraphModule, where: fx.Node, members: list) -> fx.Node:
+    sources = [v.args[0] for v, _, _ in members]
+    pooled = _common_pool(sources)
+    inputs = [s.args[0] for s in sources] if pooled else sources
+    out_c = members[0][2].out_channels
+    conv = nn.Conv2d(sum(m.in_channels for _, _, m in members), out_c, 1, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(torch.cat([c * m.weight.double() for _, c, m in members], dim=1).to(conv.weight.dtype))
+        conv.bias.copy_(sum((c * m.bias.double() if m.bias is not None else torch.zeros(out_c, dtype=torch.float64))
+                            for _, c, m in members).to(conv.bias.dtype))
+    with gm.graph.inserting_before(where):
+        x = gm.graph.call_function(torch.cat, (list(inputs), 1))
+        if pooled:
+            x = gm.graph.call_function(F.max_pool2d, (x, *sources[0].args[1:]), dict(sources[0].kwargs))
+    return _new_conv(gm, where, x, conv, members[0][0].target.replace(".", "_"))
+
+
+def _common_pool(sources: list) -> bool:
+    """Whether every source is one max-pool (same window) read only here, of a value of one
+    size: then the pool can run once on the concatenated sources."""
+    if not all(isinstance(s, fx.Node) and s.op == "call_function" and s.target is F.max_pool2d and len(s.users) == 1
+               for s in sources):
+        return False
+    windows = {(tuple(s.args[1:]), tuple(sorted(s.kwargs.items()))) for s in sources}
+    sizes = {_spatial(s.args[0]) for s in sources}
+    return len(windows) == 1 and len(sizes) == 1 and None not in sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# In place
+
+
+def _fresh(gm: fx.GraphModule, n) -> bool:
+    """A value computed here into a new buffer, read by one node only."""
+    if not isinstance(n, fx.Node) or len(n.users) != 1:
+        return False
+    if n.op == "call_method" and n.target == "add_":  # in place on a fresh value: fresh
+        return True
+    if n.op == "call_function":
+        return n.target in FRESH_FUNCTIONS
+    return n.op == "call_module" and isinstance(gm.get_submodule(n.target), FRESH_MODULES)
+
+
+def in_place(gm: fx.GraphModule) -> None:
+    """relu(x) -> relu_(x), a + b -> a.add_(b) where x (or a) is fresh and read only there
+    (and, for the addition, as large as the result: no broadcast into it)."""
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function":
+            continue
+        if n.target is torch.relu and _fresh(gm, n.args[0]):
+            n.target = torch.relu_
+        elif _is_add(n) and _fresh(gm, n.args[0]) and isinstance(n.args[1], fx.Node) and _same_shape(n.args[0], n):
+            alpha = n.kwargs.get("alpha", 1.0) if n.target is torch.add else 1.0
+            with gm.graph.inserting_before(n):
+                new = gm.graph.call_method("add_", n.args, {"alpha": alpha} if alpha != 1.0 else {})
+            new.meta = dict(n.meta)
+            n.replace_all_uses_with(new)
+            gm.graph.erase_node(n)
+
+
+def _same_shape(a: fx.Node, out: fx.Node) -> bool:
+    ma, mo = a.meta.get("tensor_meta"), out.meta.get("tensor_meta")
+    return ma is not None and mo is not None and tuple(ma.shape) == tuple(mo.shape) and ma.dtype == mo.dtype
+
+
+__all__ = ["merge_parallel_convs", "concat_convs", "in_place"]
