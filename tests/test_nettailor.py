@@ -122,6 +122,9 @@ def test_tailor_example_end_to_end(tmp_path, monkeypatch):
     assert r.output.startswith("removed 1 path(s): c3.in0\n")
     r = run.invoke(main, ["prune", "init", "-n", "student", "--threshold", "0.5", "--blocks", "1", "-o", "p2"])
     assert r.exit_code == 1 and "would remove the output(s) logits" in r.output
+    r = run.invoke(main, ["prune", "init", "-n", "student", "--blocks", "5", "-o", "p3"])
+    assert r.exit_code == 1 and r.output == ("--blocks: error: --blocks 5: network 'student' has only 4 removable "
+                                             "pre-trained block(s)\nhint: give --blocks 4 or less\n")
 
 
 @pytest.fixture(scope="module")
