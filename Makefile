@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_compiled.py
 	$(BIN)/python benchmarks/bench_prefix_cache.py
 	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_tailored.py
 	$(BIN)/python benchmarks/bench_backdistill_step.py
 	$(BIN)/python benchmarks/l2tww_speed.py
 
