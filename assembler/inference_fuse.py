@@ -101,27 +101,38 @@ def _centre(m: nn.Conv2d) -> tuple:
 
 def merge_parallel_convs(gm: fx.GraphModule) -> None:
     """Convs of one value (same stride, dilation 1, groups, centre) summed -> one conv."""
+    def key(value: fx.Node, m: nn.Conv2d):
+        if _centre(m) is None or m.dilation != (1, 1):
+            return None
+        return value.args[0], m.stride, m.groups, m.out_channels, _centre(m)
+    _merge_sums(gm, key, lambda group: len(group) > 1, _merged_kernel)
+
+
+def _merge_sums(gm: fx.GraphModule, key, accept, build) -> None:
+    """In every sum tree: group the conv terms by `key(value, conv)` (None: not a candidate),
+    and replace each group that `accept` takes by the one node `build(gm, root, members)`
+    makes (members: (value, coefficient, conv) triples)."""
     for root in _roots(gm):
         terms: list = []
         _terms(root, 1.0, terms)
         groups: dict[tuple, list] = {}
         for value, c in terms:
             m = _conv(gm, value)
-            if m is not None and _centre(m) is not None and m.dilation == (1, 1):
-                groups.setdefault((value.args[0], m.stride, m.groups, m.out_channels, _centre(m)), []).append(
-                    (value, c, m))
-        merged = {id(v): None for g in groups.values() if len(g) > 1 for v, _, _ in g}
-        if not merged:
+            k = key(value, m) if m is not None else None
+            if k is not None:
+                groups.setdefault(k, []).append((value, c, m))
+        groups = {k: g for k, g in groups.items() if accept(g)}
+        if not groups:
             continue
+        members = {id(v): k for k, g in groups.items() for v, _, _ in g}
         new_terms, done = [], set()
         for value, c in terms:
-            if id(value) not in merged:
+            k = members.get(id(value))
+            if k is None:
                 new_terms.append((value, c))
-                continue
-            key = next(k for k, g in groups.items() if any(v is value for v, _, _ in g))
-            if key not in done:
-                done.add(key)
-                new_terms.append((_merged_kernel(gm, root, groups[key]), 1.0))
+            elif k not in done:
+                done.add(k)
+                new_terms.append((build(gm, root, groups[k]), 1.0))
         _rebuild(gm, root, new_terms)
 
 
@@ -193,27 +204,10 @@ def _spatial(n) -> tuple | None:
 def concat_convs(gm: fx.GraphModule) -> None:
     """1x1 convs of different values of one size (batch, H, W) summed -> one 1x1 conv of their
     concatenation; needs shapes in `node.meta["tensor_meta"]` (fx's ShapeProp)."""
-    for root in _roots(gm):
-        terms: list = []
-        _terms(root, 1.0, terms)
-        groups: dict[tuple, list] = {}
-        for value, c in terms:
-            m = _conv(gm, value)
-            if _pointwise(m) and _spatial(value.args[0]) is not None:
-                groups.setdefault((_spatial(value.args[0]), m.out_channels), []).append((value, c, m))
-        groups = {k: g for k, g in groups.items() if len({id(v.args[0]) for v, _, _ in g}) == len(g) > 1}
-        if not groups:
-            continue
-        members = {id(v): k for k, g in groups.items() for v, _, _ in g}
-        new_terms, done = [], set()
-        for value, c in terms:
-            key = members.get(id(value))
-            if key is None:
-                new_terms.append((value, c))
-            elif key not in done:
-                done.add(key)
-                new_terms.append((_concatenated(gm, root, groups[key]), 1.0))
-        _rebuild(gm, root, new_terms)
+    def key(value: fx.Node, m: nn.Conv2d):
+        size = _spatial(value.args[0])
+        return (size, m.out_channels) if _pointwise(m) and size is not None else None
+    _merge_sums(gm, key, lambda group: len({id(v.args[0]) for v, _, _ in group}) == len(group) > 1, _concatenated)
 
 
 def _concatenated(gm: fx.GraphModule, where: fx.Node, members: list) -> fx.Node:
