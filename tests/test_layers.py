@@ -25,7 +25,7 @@ LAYERS = [
                    "fastparse", "imports", "keys", "lexer", "lower_blocks", "lower_refs", "parse_errors", "passes",
                    "scope", "signature", "skips", "verify", "visit", "weightings", "optypes"}),
     ("data", {"data"}),
-    ("compiler", {"modules", "matching", "compiler", "variants", "inference", "inference_fuse", "lowerings",
+    ("compiler", {"modules", "matching", "compiler", "variants", "inference", "inference_fuse", "measure", "lowerings",
                   "pseudograd"}),
     ("storage", {"atomic", "store", "cache", "checkpoint", "assemble"}),
     ("training", {"train"}),
