@@ -47,6 +47,20 @@ def normal_permissions(folder: Path) -> None:
             os.chmod(f, mode)
 
 
+def write_file(path: Path, text: str) -> None:
+    """Write a text file so that readers see the old or the new text, never a half; an
+    existing file keeps its permissions, a new one gets a normal file's (umask applied)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -98,3 +98,22 @@ def test_data_files_beyond_the_limit_are_refused_before_reading(tmp_path, monkey
         npz(tmp_path / "big.npz")
     assert "more than the limit of 1,000 for data" in e.value.message
     assert "ASSEMBLER_MAX_DATA_BYTES" in e.value.diagnostics[0].hint
+
+
+def test_written_files_get_a_normal_files_permissions(tmp_path):
+    """fmt -w and graph -o write atomically; a new file is readable as any new file (umask),
+    an existing one keeps its mode."""
+    from pathlib import Path
+    specs = Path(__file__).resolve().parent.parent / "specs" / "digits"
+    old = os.umask(0o022)
+    try:
+        r = CliRunner().invoke(main, ["graph", str(specs / "source.net"), "-o", str(tmp_path / "g.svg")])
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / "g.svg").stat().st_mode & 0o777 == 0o644
+        spec = tmp_path / "s.net"
+        spec.write_text((specs / "source.net").read_text() + "\n\n")
+        spec.chmod(0o600)
+        assert CliRunner().invoke(main, ["fmt", "-w", str(spec)]).exit_code == 0
+        assert spec.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -1,27 +1,11 @@
 """What the command-line verbs share: choosing networks, checkpoint arguments, data flags,
-atomic writes of output files, numbers without float noise."""
+numbers without float noise."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import Diagnostic, SpecError
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new text, never a half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def networks_of(checked, network: str | None) -> list[str]:

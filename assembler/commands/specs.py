@@ -11,7 +11,8 @@ import click
 from ..errors import Diagnostic, SpecError
 from ..summary import (binding_rows, edge_rows, fmt_bytes, fmt_count as _fmt_count, fmt_flops as _fmt_flops,
                        learned_weights, network_summary)
-from .common import atomic_write, networks_of
+from ..atomic import write_file as atomic_write
+from .common import networks_of
 
 
 @click.command()

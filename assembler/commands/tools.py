@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from ..summary import fmt_count as _fmt_count
-from .common import atomic_write, networks_of
+from ..atomic import write_file as atomic_write
+from .common import networks_of
 
 
 @click.command("import")
