@@ -138,7 +138,7 @@ class Assembly:
     def gate_alphas(self) -> dict[str, list[float]]:
         """The learned alphas of every gate, by module key."""
         with torch.no_grad():
-            return {k: self.modules[k].alphas().tolist() for k, d in self.checked.modules.items() if d.op == "gate"}
+            return {k: self.modules[k].alphas().tolist() for k, d in self.checked.modules.items() if d.role == "gate"}
 
     def to(self, device: torch.device | str) -> "Assembly":
         """Move every module (imported networks' too) and edge to `device`, in place."""

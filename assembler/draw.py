@@ -101,12 +101,12 @@ def _wrap(tokens: list[str], width: int = 30) -> list[str]:
 def _box(checked: Checked, net: CheckedNetwork, b: str, nodes: list[GraphNode], paths: list[GatePath]) -> Box:
     proxied = [(p.gate, p.nodes) for p in paths if p.proxy]
     side = {n.name for _, p in proxied for n in p}
-    core = [n for n in nodes if n.name not in side and n.op != "gate"]
+    core = [n for n in nodes if n.name not in side and n.role != "gate"]
     keyed, roles = [n for n in core if n.module], {n.role for n in nodes}
     kind = ("input" if "input" in roles else "adapter" if "adapter" in roles else "proxy" if not core
             else "plain" if not keyed else "trainable" if any(n.trainable for n in keyed) else "frozen")
     lines = [] if kind == "input" else _wrap(_tokens(core, checked))
-    for g in (n for n in nodes if n.op == "gate"):
+    for g in (n for n in nodes if n.role == "gate"):
         k = sum(h is g for h, _ in proxied)
         lines.append((f"⊕ {k} prox{'y' if k == 1 else 'ies'} → " if k else "") + f"gate({len(g.inputs)})")
     mods = [checked.modules[k] for k in dict.fromkeys(n.module for n in nodes if n.module) if k in checked.modules]
@@ -117,7 +117,7 @@ def _box(checked: Checked, net: CheckedNetwork, b: str, nodes: list[GraphNode], 
             f"{_count(sum(m.params for m in mods))} params" if mods else ""]
     shape = "×".join(map(str, net.node(net.bindings.get(b, nodes[-1].name)).shape))
     return Box(net.name, b, kind, shape, lines, " · ".join(t for t in tags if t), bool(shared),
-               any(n.op == "gate" for n in nodes))
+               any(n.role == "gate" for n in nodes))
 
 
 def _links(net: CheckedNetwork, groups: dict, paths: dict, weights: dict | None) -> list[Link]:

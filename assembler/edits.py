@@ -11,7 +11,8 @@ import fnmatch
 
 from . import ir
 from .errors import Diagnostic, SpecError, did_you_mean
-from .keys import GatePathName
+from .keys import GatePathName, ModuleKey
+from .ops import merges
 from .skips import expand_skips  # noqa: F401 - kept importable from here
 from .visit import distinct_reads, rename_reads, reads as _reads
 
@@ -371,8 +372,10 @@ def _expanded(spec: ir.Spec) -> ir.Spec:
 
 def _gate_of(b: ir.Binding) -> ir.Call | None:
     src = b.chain.source
-    if isinstance(src, ir.Call) and src.ref.parts == ("gate",):  # the one merge with paths to prune
-        return src
+    if isinstance(src, ir.Call) and len(src.ref.parts) == 1:  # a merge whose paths can be pruned
+        merge = merges().get(src.ref.parts[0])
+        if merge is not None and merge.role == "gate":
+            return src
     return None
 
 
@@ -393,7 +396,7 @@ def _absorbed(spec: ir.Spec, net: str) -> dict[str, set[int]]:
     from .resolve import check
     checked = check(spec).networks[net]
     return {n.binding: set(n.args.get("absorbed", ())) for n in checked.nodes
-            if n.op == "gate" and n.module == f"{net}.{n.binding}.gate" and n.args.get("mix") == "relu"}
+            if n.role == "gate" and n.module == ModuleKey(net).child(n.binding, "gate") and n.args.get("mix") == "relu"}
 
 
 def _drop(b: ir.Binding, dropped: set[int], keymap: dict[str, str], kept: dict[str, list[int]],

@@ -143,6 +143,12 @@ class CheckpointError(SpecError):
     """A checkpoint directory is missing, corrupted or does not match its spec."""
 
 
+def place(span, default: str = "<spec>") -> tuple:
+    """The (file, line, column) of an `ir.Span`, or (default,) when there is none: the place
+    arguments of a `Diagnostic`."""
+    return (default,) if span is None else (span.file, span.line, span.column)
+
+
 def diagnostic(message: str, span=None, *, hint: str | None = None, width: int | None = None,
                source: str | None = None) -> Diagnostic:
     """A diagnostic at an `ir.Span` (or None: no place known)."""

@@ -197,7 +197,7 @@ class GatePath(NamedTuple):
 def gate_paths(net: CheckedNetwork) -> list[GatePath]:
     """Every path of every gate of a network, gates in network order."""
     out = []
-    for g in (n for n in net.nodes if n.op == "gate"):
+    for g in (n for n in net.nodes if n.role == "gate"):
         for i, start in enumerate(g.inputs):
             seen, sources, stack = set(), [], [start]
             while stack:  # walk back from the gate's input until leaving the binding

@@ -181,7 +181,7 @@ def prune(checkpoint, threshold, blocks, network, output):
     asm = restore(checkpoint_arg(checkpoint))
     name = network or (asm.meta.get("train", {}).get("networks") or asm.names)[0]
     networks_of(asm.checked, name)
-    if not any(n.op == "gate" for n in asm.checked.networks[name].nodes):
+    if not any(n.role == "gate" for n in asm.checked.networks[name].nodes):
         raise SpecError(Diagnostic(f"network '{name}' has no gates to prune", str(checkpoint),
                                    hint="prune a network trained with gates (skips or gate(...))"))
     n = removable_blocks(asm.checked.networks[name])

@@ -56,7 +56,7 @@ def propose(draw, spec: ir.Spec) -> tuple[str, dict[str, Any]]:
         shape = checked.networks[net].shape(binding) if binding in checked.networks[net].bindings else (1,)
         chain = f"conv({shape[0]}, 1) -> relu" if len(shape) == 3 else "relu"
         return kind, {"net": net, "binding": binding, "chain": chain}
-    gates = [f"{n.binding}.in{i}" for n in checked.networks[net].nodes if n.op == "gate"
+    gates = [f"{n.binding}.in{i}" for n in checked.networks[net].nodes if n.role == "gate"
              for i in range(len(n.inputs))]
     remove = draw(st.lists(st.sampled_from(gates), max_size=3, unique=True)) if gates else []
     return "prune", {"net": net, "remove": remove}

@@ -12,7 +12,7 @@ import math
 import torch
 
 from .. import data as data_mod
-from ..errors import Diagnostic, SpecError
+from ..errors import Diagnostic, SpecError, place
 
 
 def _calls(value, count: int) -> list:
@@ -25,7 +25,7 @@ def load_sources(section, settings: dict, asm, base_dir) -> tuple[list, list]:
     nets = section.networks
     if "data" not in settings:
         raise SpecError(Diagnostic(f"train section for {', '.join(nets)} has no 'data'",
-                                   *_place(section.span), hint='add e.g. data = digits(split="train")'))
+                                   *place(section.span), hint='add e.g. data = digits(split="train")'))
     span, tspan = section.spans.get("data"), section.spans.get("test")
     shapes = [_input_shape(asm, n) for n in nets]
     loaded: dict[int, object] = {}
@@ -100,9 +100,3 @@ def to_device(batch: list, device: torch.device) -> list:
     move = lambda v: tuple(t.to(device, non_blocking=True) for t in v) if isinstance(v, tuple) else \
         v.to(device, non_blocking=True)  # noqa: E731
     return [(move(x), y.to(device, non_blocking=True)) for x, y in batch]
-
-
-def _place(span) -> tuple:
-    if span is None:
-        return ("<spec>",)
-    return (span.file, span.line, span.column)

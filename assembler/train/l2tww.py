@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import Diagnostic
+from ..errors import Diagnostic, place
 from . import functional as fn
 from .distributed import average_gradients
 from .matching import EdgeFeatures, endpoint
@@ -194,8 +194,7 @@ class L2TWW(Procedure):
         from .trainer import TrainError
         section = next((t for t in self.ctx.asm.checked.trains if tuple(t.networks) == tuple(self.ctx.networks)), None)
         span = section and (section.spans.get(key) or section.span)
-        place = (span.file, span.line, span.column) if span else (self.ctx.asm.checked.filename,)
-        return TrainError(Diagnostic(message, *place, hint=hint))
+        return TrainError(Diagnostic(message, *place(span, self.ctx.asm.checked.filename), hint=hint))
 
 
 def edge_lambdas(asm, network: str, x: torch.Tensor, batch: int = 256) -> tuple[list, list]:

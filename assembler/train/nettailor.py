@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..assemble import compile as compile_spec
 from ..checkpoint import attach_imports
 from ..checks.nettailor import teacher_pairs
-from ..errors import Diagnostic, SpecError
+from ..errors import Diagnostic, SpecError, place
 from ..graph import CheckedNetwork, GatePath, gate_paths
 from ..parser import parse
 from ..printer import format_spec
@@ -152,7 +152,7 @@ class NetTailor(Procedure):
         if max(ks) > n:
             span = next((t.spans.get("procedure") for t in self.base.checked.trains if self.student in t.networks),
                         None)
-            where = (span.file, span.line, span.column) if span else (self.base.checked.filename,)
+            where = place(span, self.base.checked.filename)
             raise SpecError(Diagnostic(f"nettailor: blocks lists k={max(ks)}, but '{self.student}' has only {n} "
                                        "removable pre-trained block(s)", *where, hint=f"give numbers from 0 to {n}"))
         return ks
@@ -293,7 +293,7 @@ class NetTailor(Procedure):
     # -- the loss --------------------------------------------------------------------------------
 
     def optimizers(self, stage: Stage) -> dict[str, Optim]:
-        gates = {id(p) for k, d in self.ctx.asm.checked.modules.items() if d.op == "gate"
+        gates = {id(p) for k, d in self.ctx.asm.checked.modules.items() if d.role == "gate"
                  for p in self.ctx.asm.modules[k].parameters()}
         params = self.parameters(stage)
         return {"model": Optim([{"params": [p for p in params if id(p) not in gates]},

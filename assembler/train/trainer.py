@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import Diagnostic, SpecError
+from ..errors import Diagnostic, SpecError, place
 from ..graph import TrainSection
 from ..settings import DEFAULTS, plugins
 from . import distributed as dist
@@ -147,7 +147,7 @@ class Trainer:
         if not self.optimizers:
             raise TrainError(Diagnostic(f"{self.label} has nothing trainable"
                                         f"{'' if len(self.stages) == 1 else f' in stage {stage.name!r}'}",
-                                        *_place(self.section.span),
+                                        *place(self.section.span),
                                         hint="mark some bindings trainable, or add new layers"))
         if resumed is not None:
             saved.restore_stage(self, resume_from, *resumed)
@@ -226,7 +226,7 @@ class Trainer:
                 f"the training data of {self.label} ({', '.join(f'{len(d)} sample(s)' for d in data)}"
                 f"{'' if self.world == 1 else f' over {self.world} processes'}) makes no batch of 2 or more "
                 "samples: batch-norm cannot train on one sample",
-                *_place(self.section.spans.get("data") or self.section.span), hint="give at least 2 samples per process"))
+                *place(self.section.spans.get("data") or self.section.span), hint="give at least 2 samples per process"))
         return out
 
     def _end_epoch(self, stage: Stage, progress: Progress) -> None:
@@ -298,7 +298,7 @@ class Trainer:
         raise TrainError(Diagnostic(
             f"the loss became {loss.item()} at epoch {self.state.epoch + 1}, step {step + 1}"
             f"{'' if len(self.stages) == 1 else f' of stage {stage.name!r}'}{kept}",
-            *_place(self.section.spans.get("optimizer") or self.section.span),
+            *place(self.section.spans.get("optimizer") or self.section.span),
             hint="lower the learning rate (--set optimizer=...) or check the data"))
 
     def _interrupt(self) -> None:
@@ -319,7 +319,7 @@ def _implementation(name: str, section: TrainSection):
         cls = None
     if cls is None:
         raise TrainError(Diagnostic(f"procedure '{name}' is registered but not implemented in this version",
-                                    *_place(section.spans.get("procedure") or section.span),
+                                    *place(section.spans.get("procedure") or section.span),
                                     hint="use another procedure, or a version of assembler that implements it"))
     return cls
 
@@ -335,9 +335,3 @@ def _set_rng(rng: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
-
-
-def _place(span) -> tuple:
-    if span is None:
-        return ("<spec>",)
-    return (span.file, span.line, span.column)
