@@ -13,6 +13,8 @@ never reads files outside these places. Torch-free (the front end uses it)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +26,12 @@ INDEX = "ids"  # the cache's folder of checkpoints (or pointer files to them) by
 
 class NotFound(Exception):
     """An import that cannot be located; the message says where it was looked for."""
+
+
+def content_id(spec_hash: str, weights_hash: str) -> str:
+    """A checkpoint's content id: the hash of its spec's and its weights' hashes (the spec
+    names its imports by their ids, so the id covers every checkpoint it depends on)."""
+    return hashlib.sha256(f"{spec_hash}:{weights_hash}".encode()).hexdigest()[:32]
 
 
 def cache_root() -> Path:
@@ -48,9 +56,10 @@ def locate(text: str, base: Path, *, in_checkpoint: bool = False) -> Path:
 def find_id(cid: str, base: Path) -> Path:
     """The checkpoint directory with content id `cid`, searched as the module docstring says."""
     tried = []
+    searched = {Path(p) for p in os.environ.get("ASSEMBLER_PATH", "").split(os.pathsep) if p}
     for folder in _search_folders(base):
         tried.append(str(folder))
-        hit = _in_folder(folder, cid)
+        hit = _in_folder(folder, cid) or (_by_content(folder, cid) if folder in searched else None)
         if hit is not None:
             return hit
     raise NotFound(f"no checkpoint with id sha256:{cid} (looked in {', '.join(tried)})")
@@ -72,6 +81,23 @@ def _in_folder(folder: Path, cid: str) -> Path | None:
     if entry.is_file():  # a pointer: the absolute path of a checkpoint kept elsewhere (the cache's)
         target = Path(entry.read_text(encoding="utf-8").strip())
         return target if target.is_dir() else None
+    return None
+
+
+def _by_content(folder: Path, cid: str) -> Path | None:
+    """The checkpoint directly in `folder`, under any name, whose content id is `cid` (its
+    files are verified against meta.json when it is loaded)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return None
+    for d in entries:
+        try:
+            hashes = json.loads((d / "meta.json").read_text(encoding="utf-8"))["hashes"]
+            if content_id(hashes["spec.net"], hashes["weights.safetensors"]) == cid:
+                return d
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
     return None
 
 

@@ -342,8 +342,9 @@ def _shape_of(net: CheckedNetwork, binding: str, ref: ir.Ref, diags: list[Diagno
 
 def _named_networks(st: State) -> dict[str, CheckedNetwork]:
     """Every checked network by the name a setting uses: `net`, `alias.net`, `alias` (one network);
-    networks with errors of their own are left out (their errors explain what follows)."""
-    out = {n: net for n, net in st.networks.items() if n not in st.failed}
+    networks with errors of their own, or with bindings that could not be built (a failed
+    import), are left out: their errors explain what follows."""
+    out = {n: net for n, net in st.networks.items() if n not in st.failed and not net.failed}
     for alias, imp in st.imports.items():
         out.update({f"{alias}.{n}": net for n, net in imp.networks.items()})
         if imp.single:

@@ -47,6 +47,8 @@ def _expand_one(net: ir.Network, stmt: ir.Skips, scope: Scope) -> ir.Network:
 def _node_shapes(net: ir.Network, stmt: ir.Skips, checked) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for name in stmt.nodes:
+        if name in checked.failed:
+            raise Fail()  # the binding's own error (or its failed import's) explains it
         if name not in checked.bindings:
             raise fail(f"skips: '{name}' is not an input or binding of '{net.name}'", stmt.span,
                        hint=did_you_mean(name, checked.bindings))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from safetensors.torch import load_file
 
 from .errors import CheckpointError, Diagnostic
+from .locate import content_id
 
 FORMAT = "assembler-checkpoint/2"
 FORMATS = ("assembler-checkpoint/1", FORMAT)  # /1: imports by path, meta.json not hashed
@@ -53,8 +54,7 @@ def checkpoint_dir_of(spec_path: str) -> Path | None:
 def checkpoint_id(meta: dict) -> str:
     """A checkpoint's content id: the hash of its spec's and its weights' hashes. The spec names
     its imports by their ids, so the id covers every checkpoint it depends on."""
-    hashes = meta["hashes"]
-    return hashlib.sha256(f"{hashes[SPEC]}:{hashes[WEIGHTS]}".encode()).hexdigest()[:32]
+    return content_id(meta["hashes"][SPEC], meta["hashes"][WEIGHTS])
 
 
 FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$", max_length=100)]

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.autograd import gradcheck, gradgradcheck
 
+from conftest import SPECS
 import assembler
 from assembler.cli import main
 from assembler.pseudograd import max_as_avg_pool, pseudo_jacobian, pseudo_relu, x_independent
@@ -32,7 +33,6 @@ from assembler.train.backdistill import BackDistill
 from assembler.train.procedure import Context
 
 HERE = Path(__file__).resolve().parent
-SPECS = HERE.parent / "specs" / "digits"
 ARGS = {"teacher": "cats.three", "at": "h", "lam": 1.0, "alpha": 1.0, "projections": 1, "ce": True}
 
 INSIDE = """\

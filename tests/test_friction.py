@@ -117,3 +117,32 @@ def test_written_files_get_a_normal_files_permissions(tmp_path):
         assert spec.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_fmt_reads_as_check_does(tmp_path, monkeypatch):
+    """`fmt` refuses what `check` refuses, with the same located errors: invalid UTF-8 at its
+    line and column, a file over the size limit before reading it."""
+    bad = tmp_path / "bad.net"
+    bad.write_bytes(b"network n(x: [1]) {\n  y = x \xff\n  return y\n}\n")
+    r = CliRunner().invoke(main, ["fmt", str(bad)])
+    assert r.exit_code == 1
+    assert r.output.startswith(f"{bad}:2:9: error: the file is not valid UTF-8 text: byte 0xff cannot start or "
+                               "continue a character\n")
+    big = tmp_path / "big.net"
+    big.write_text("network n(x: [1]) {\n  return x\n}\n" + "# padding\n" * 100)
+    monkeypatch.setenv("ASSEMBLER_MAX_SPEC_BYTES", "500")
+    r = CliRunner().invoke(main, ["fmt", "--check", str(big)])
+    assert r.exit_code == 1
+    assert f"{big}: error: {big} is larger than 500 bytes, the limit for a spec file" in r.output
+
+
+def test_a_checkpoint_without_its_spec_says_so(trained, tmp_path):
+    import shutil
+    root, _ = trained
+    damaged = tmp_path / "c"
+    shutil.copytree(root / "runs" / "n", damaged)
+    (damaged / "spec.net").unlink()
+    r = CliRunner().invoke(main, ["eval", str(damaged)])
+    assert r.exit_code == 1
+    assert r.output == (f"{damaged}: error: damaged checkpoint: {damaged} has meta.json but no spec.net\n"
+                        "hint: restore the checkpoint (or its spec.net), or retrain it\n")

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import math
 import operator
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import SPECS
 import assembler
 from assembler import inference
 from assembler.modules import Gate, Proxy
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 TOL = 1e-5
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from conftest import SPECS
 import assembler
 from assembler.cli import main
 from assembler.edits import prune
@@ -25,7 +26,6 @@ from assembler.graph import gate_paths
 from assembler.train.tailor import path_costs, pruning_plan
 from assembler.train.tailor import prune_assembly
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 
 TWO_LAYERS = """\
 network n(x: [2, 4, 4]) {
@@ -347,6 +347,26 @@ def test_a_teacher_without_pairs_is_a_located_check_error(tmp_path):
     (tmp_path / "s.net").write_text(IMPORTED_TEACHER.replace("validation = 0.2", "validation = 0"))
     r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
     assert r.exit_code == 1 and "s.net:16:5: error: nettailor chooses k on held-out training data" in r.output
+
+
+def test_a_failed_import_is_the_only_error(tmp_path):
+    """A spec whose teacher and student read a missing import: the import's error alone, not
+    a teacher term "without pairs" that follows from it."""
+    text = (SPECS / "tailor.net").read_text()
+    (tmp_path / "s.net").write_text(text.replace('use "source.net" as pre', 'use "missing.net" as pre'))
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
+    assert r.exit_code == 1
+    assert r.output.count("error:") == 1 and "error: cannot find 'missing.net'" in r.output
+
+
+def test_more_blocks_than_the_student_has_is_a_located_error_before_training(tmp_path):
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+    (tmp_path / "s.net").write_text(IMPORTED_TEACHER.replace("blocks=[0, 1]", "blocks=[0, 9]"))
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "s.net"), "-o", str(tmp_path / "out"), "-q"])
+    assert r.exit_code == 1
+    assert "s.net:14:5: error: nettailor: blocks lists k=9, but 'student' has only 4 removable pre-trained " \
+           "block(s)" in r.output and "hint: give numbers from 0 to 4" in r.output
+    assert not (tmp_path / "out").exists()
 
 
 # -- the held-out share ------------------------------------------------------------------------

@@ -8,13 +8,13 @@ import json
 import math
 import shutil
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import SPECS
 import assembler
 from assembler.analysis import Settings, from_assembly, leep, logme, probe_set, rank, spearman, to_json
 from assembler.analysis.depara import rankdata
@@ -23,7 +23,6 @@ from assembler.analysis.logme import fit_class
 from assembler.cli import main
 from assembler.data import digits
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 
 
 # ---------------------------------------------------------------------------------------------

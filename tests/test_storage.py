@@ -18,12 +18,12 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
+from conftest import SPECS
 import assembler
 from assembler.atomic import lock
 from assembler.cli import main
 from assembler.errors import CheckpointError
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 
 USER = """\
 use "pre" as p
@@ -94,6 +94,23 @@ def test_a_bundle_travels_alone_to_a_new_cache(trained, tmp_path, monkeypatch):
     shutil.copytree(trained, plain)
     code, _, err = cli("eval", str(plain))
     assert code == 1 and "cannot find the import 'p'" in err and "assembler bundle" in err
+
+
+def test_assembler_path_finds_an_import_under_any_name(trained, tmp_path, monkeypatch):
+    """$ASSEMBLER_PATH folders are searched for the import's content id: a folder named by
+    the id, or a checkpoint under any name (here `pre`, as it was saved)."""
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(trained, moved)
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    shutil.move(tmp_path / "pre", shelf / "pre")
+    (shelf / "junk").mkdir()  # folders that are not checkpoints are passed over
+    monkeypatch.setenv("ASSEMBLER_CACHE", str(tmp_path / "new-cache"))
+    code, _, err = cli("eval", str(moved))
+    assert code == 1 and "cannot find the import 'p'" in err
+    monkeypatch.setenv("ASSEMBLER_PATH", str(shelf))
+    code, out, err = cli("eval", str(moved), "--json")
+    assert code == 0, err
 
 
 def test_a_checkpoint_spec_imports_by_id_only(trained, tmp_path):

@@ -7,10 +7,8 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +16,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from conftest import SPECS
 import assembler
 from assembler.cli import main
 
-SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 
 
 @pytest.fixture

@@ -22,11 +22,14 @@ def networks_of(checked, network: str | None) -> list[str]:
 def checkpoint_arg(path: str) -> Path:
     """A checkpoint directory given on the command line, or a clear error saying what it is."""
     from ..atomic import recover
-    from ..checkpoint import META, is_checkpoint
+    from ..checkpoint import META, SPEC, is_checkpoint
     p = Path(path)
     recover(p)
     if is_checkpoint(p):
         return p
+    if p.is_dir() and (p / META).is_file():
+        raise SpecError(Diagnostic(f"damaged checkpoint: {path} has {META} but no {SPEC}", path,
+                                   hint="restore the checkpoint (or its spec.net), or retrain it"))
     if p.is_file():
         hint = f"train it first: assembler train {path}" if p.suffix == ".net" else "give a checkpoint directory"
         raise SpecError(Diagnostic(f"not a checkpoint: {path} is a file", path, hint=hint))

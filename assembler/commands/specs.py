@@ -38,7 +38,7 @@ def check(files, as_json, quiet, max_params, max_activation):
                 click.echo(e.render(), err=True)
             reports.append({"file": file, "ok": False, "diagnostics": [_diagnostic_json(d) for d in e.diagnostics]})
             continue
-        reports.append(_check_report(file, spec, checked))
+        reports.append(_check_report(file, spec, checked) if as_json else {"ok": True})
         if not as_json:
             for w in checked.warnings:
                 click.echo(f"warning: {w}", err=True)
@@ -91,19 +91,15 @@ def _check_text(file: str, checked) -> str:
 @click.option("--check", "check_only", is_flag=True, help="Exit 1 and list the files that are not formatted.")
 def fmt(files, write, check_only):
     """Print specs in canonical form (comments kept)."""
+    from ..imports import read_text
     from ..parser import parse
     from ..printer import format_spec
     if write and check_only:
         raise click.UsageError("--write and --check cannot be used together")
     status = 0
     for file in files:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            click.echo(f"{file}: error: cannot read: {e}", err=True)
-            status = 1
-            continue
-        try:
+        try:  # the reader `check` uses: a regular file, the size limit, located UTF-8 errors
+            text = read_text(Path(file), file)
             out = format_spec(parse(text, file))
         except SpecError as e:
             click.echo(e.render(), err=True)

@@ -50,12 +50,9 @@ from hypothesis import strategies as st
 
 from .. import ir
 from .generator import RESERVED, _Gen, _RandomGen, names
-from .shapes import SIGNATURES, Invalid, NetInfo, Shape, Tracker, op_shape, safe_returns
+from .shapes import SIGNATURES, Shape
 
-__all__ = [
-    "AVOIDED", "Invalid", "NetInfo", "RESERVED", "SIGNATURES", "Tracker", "names", "networks", "op_shape",
-    "random_spec", "safe_returns", "specs", "specs_with_shapes",
-]
+__all__ = ["AVOIDED", "RESERVED", "SIGNATURES", "names", "networks", "random_spec", "specs", "specs_with_shapes"]
 
 #: Valid constructs the strategies leave out because the checker mishandles them today; each
 #: is reproduced by an `xfail(strict=True)` test in tests/test_strategies.py. Remove an entry
