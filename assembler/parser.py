@@ -7,6 +7,7 @@ IR); anything else is parsed with Lark, whose errors are translated into `ParseE
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 from functools import lru_cache
@@ -109,17 +110,27 @@ def parse(text: str, filename: str = "<spec>") -> ir.Spec:
     values that cannot be right, such as a shape with a zero)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    collecting = gc.isenabled()
-    gc.disable()  # the parse allocates many small objects and no cycles: GC passes only cost
-    try:
+    with gc_paused():
         try:
             spec, comments = fastparse.parse(text, filename)
         except fastparse.Fallback:
             spec, comments = _parse_with_lark(text, filename)
+    return spec.model_copy(update={"comments": tuple(comments), "text": text})
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off for a bounded piece of work that allocates many
+    small objects and few cycles (parsing, checking): its passes, which revisit every object
+    still alive, make such work grow faster than its input (measured: 80 instead of 99 us a
+    binding at 40,000 bindings). Reference counting still frees what the work drops."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if collecting:
             gc.enable()
-    return spec.model_copy(update={"comments": tuple(comments), "text": text})
 
 
 def _parse_with_lark(text: str, filename: str) -> tuple[ir.Spec, list]:

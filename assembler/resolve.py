@@ -15,11 +15,11 @@ new one (passes.py):
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
 from . import imports, ir
+from .parser import gc_paused
 from .errors import CheckError, Diagnostic, SpecError, diagnostic, suggestion_budget
 from .graph import Checked
 from .imports import CHECKPOINT_SPEC, Refused
@@ -67,21 +67,17 @@ def expand(spec: ir.Spec) -> ir.Spec:
 def _run(spec: ir.Spec, stack: tuple[str, ...], limits: Limits, passes) -> State:
     if not stack:
         suggestion_budget()  # (imports share their importer's)
-    collecting = gc.isenabled()
-    gc.disable()  # many small acyclic objects: the collector's passes would only cost time
-    try:
-        st = State(spec=spec, stack=stack, limits=limits)
-        for p in passes:
-            st = p(st)
-    except RecursionError:
-        raise CheckError(Diagnostic("the spec nests merges, templates or references too deeply to check",
-                                    spec.filename, hint="split deeply nested expressions into separate bindings",
-                                    source=spec.text)) from None
-    finally:
-        if collecting:
-            gc.enable()
-    if st.diags:
-        raise CheckError(_sorted(spec, st.diags))
+    with gc_paused():  # many small acyclic objects: the collector's passes would only cost time
+        try:
+            st = State(spec=spec, stack=stack, limits=limits)
+            for p in passes:
+                st = p(st)
+        except RecursionError:
+            raise CheckError(Diagnostic("the spec nests merges, templates or references too deeply to check",
+                                        spec.filename, hint="split deeply nested expressions into separate bindings",
+                                        source=spec.text)) from None
+        if st.diags:
+            raise CheckError(_sorted(spec, st.diags))
     return st
 
 
