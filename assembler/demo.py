@@ -16,7 +16,7 @@ from . import draw
 from .summary import learned_weights, network_summary
 from .resolve import check
 from .train.evaluation import evaluate
-from .train.run import apply_sets, ensure_trained, train_spec
+from .train.run import ensure_trained, train_spec
 from . import data
 
 SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
@@ -37,9 +37,7 @@ def main(out: Path = Path("runs/demo")) -> int:
     print("\n== tailoring specs/digits/tailor.net for digits 5-9: the teacher first, then the student")
     print("   (both sections hold out the same 20% of the training data; k is the leanest whose accuracy")
     print("    there is within the example's tolerance of the teacher's)")
-    # `validation` in every section: the teacher holds out the samples the student chooses k on
-    spec = apply_sets(load(SPECS / "tailor.net"), ["validation=0.2"])
-    history = train_spec(spec, network="student", out=out / "tailored", force=True)["student"]
+    history = train_spec(load(SPECS / "tailor.net"), network="student", out=out / "tailored", force=True)["student"]
     final = history[-1]
     tailored = restore(out / "tailored")
     acc = evaluate(tailored["student"], data.digits(split="test", classes=[5, 6, 7, 8, 9]))["accuracy"]

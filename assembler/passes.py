@@ -371,7 +371,33 @@ def check_trains(st: State) -> State:
             warnings += _unimplemented(t, values)
             out.append(TrainSection(networks=t.networks, settings=_jsonable(values), span=t.span,
                                     spans={k: v for k, v in spans.items() if v is not None}))
-    return st.report(diags, warnings=st.warnings + tuple(warnings), trains=tuple(out))
+    return st.report(diags, warnings=st.warnings + tuple(warnings), trains=tuple(_held_out_shares(out)))
+
+
+def _held_out_shares(sections: list[TrainSection]) -> list[TrainSection]:
+    """Each section's `validation` share made explicit where the spec does not write it: the
+    procedure's own default (NetTailor's 0.2), and, for the section that trains another
+    section's `teacher` on the same data with the same seed, that section's share, so that a
+    teacher never trains on the samples its student's choices are measured on (decision 29)."""
+    def share(t: TrainSection) -> float:
+        plugin = settings_mod.plugins("procedure").get(t.settings.get("procedure", {}).get("name"))
+        return t.settings.get("validation", plugin.validation if plugin is not None else 0.0)
+
+    def first(data):
+        return data[0] if isinstance(data, list) else data
+
+    out = [t if "validation" in t.settings or not share(t) else
+           t.model_copy(update={"settings": {**t.settings, "validation": share(t)}}) for t in sections]
+    by_network = {n: i for i, t in enumerate(sections) for n in t.networks}
+    for t in sections:
+        teacher = t.settings.get("procedure", {}).get("args", {}).get("teacher")
+        i = by_network.get(teacher) if isinstance(teacher, str) else None
+        if i is None or "validation" in sections[i].settings or not share(t):
+            continue
+        mine, theirs = t.settings, sections[i].settings
+        if (first(mine.get("data")), mine.get("seed", 0)) == (first(theirs.get("data")), theirs.get("seed", 0)):
+            out[i] = out[i].model_copy(update={"settings": {**out[i].settings, "validation": share(t)}})
+    return out
 
 
 def _section_networks(st: State, t: ir.Train, trained: dict[str, ir.Train], diags: list[Diagnostic]) -> bool:

@@ -49,6 +49,8 @@ class Plugin:
     # data source: gives labels
     validate: str | Callable | None = None  # procedure: "module:function" (or the function) checking
     # its arguments against the checked networks, torch-free, run by `check`: see assembler.checks
+    validation: float = 0.0  # procedure: the share of the training data it holds out when the section
+    # sets no `validation` (NetTailor chooses k on it)
 
     def available(self) -> bool:
         """Whether an implementation is attached or its loader's module exists (found on the
@@ -162,7 +164,8 @@ _PROCEDURES = [
         P("omega", "str", "local", _one_of("local", "global"),
           "teacher term: each student layer on detached inputs (the reference code), or the whole student"),
         P("latency", "bool", True, doc="measure each candidate's CPU latency against the teacher's"),
-    ), "NetTailor (paper 001)", loader="assembler.train.nettailor:NetTailor", validate="assembler.checks.nettailor:validate"),
+    ), "NetTailor (paper 001)", loader="assembler.train.nettailor:NetTailor", validate="assembler.checks.nettailor:validate",
+        validation=0.2),
     Plugin("procedure", "l2tww", (
         P("beta", "float", 0.5, _non_negative, "weight of the matching loss"),
         P("inner_steps", "int", 2, _positive, "T: look-ahead steps on the matching loss"),

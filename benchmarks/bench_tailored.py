@@ -21,7 +21,7 @@ import torch
 
 from assembler import inference, load
 from assembler.checkpoint import restore
-from assembler.train.run import apply_sets, train_spec
+from assembler.train.run import train_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def tailored(path: Path):
     if not (path / "meta.json").is_file():
         print(f"training the demo's tailored network into {path}", file=sys.stderr)
-        train_spec(apply_sets(load(ROOT / "specs" / "digits" / "tailor.net"), ["validation=0.2"]), network="student", out=path, quiet=True,
+        train_spec(load(ROOT / "specs" / "digits" / "tailor.net"), network="student", out=path, quiet=True,
                    force=True)
     return restore(path)
 

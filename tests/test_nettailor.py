@@ -372,11 +372,11 @@ def test_more_blocks_than_the_student_has_is_a_located_error_before_training(tmp
 # -- the held-out share ------------------------------------------------------------------------
 
 def test_sections_with_the_same_data_and_seed_hold_out_the_same_samples(workdir):
-    """`--set validation=0.2` reaches the teacher's and the student's sections: both train
-    without the same stratified 20%, and that 20% is what NetTailor measures both on."""
-    from assembler.train.run import apply_sets
+    """tailor.net writes no `validation`: the student holds out NetTailor's 20%, and the
+    teacher's section (same data and seed) the same stratified 20%, which NetTailor measures
+    both on."""
     from assembler.train.trainer import Trainer
-    spec = apply_sets(assembler.load(workdir / "tailor.net"), ["validation=0.2"])
+    spec = assembler.load(workdir / "tailor.net")
     asm = assembler.compile(spec)
     by_net = {t.networks[0]: t for t in asm.checked.trains}
     teacher = Trainer(asm, by_net["teacher"], None, base_dir=workdir, quiet=True)
@@ -391,3 +391,23 @@ def test_sections_with_the_same_data_and_seed_hold_out_the_same_samples(workdir)
     assert not any(tuple(r.tolist()) in rows for r in held_t.x.flatten(1))
     other = by_net["teacher"].model_copy(update={"settings": {**by_net["teacher"].settings, "seed": 1}})
     assert not torch.equal(Trainer(asm, other, None, base_dir=workdir, quiet=True).ctx.val_data.x, held_t.x)
+
+
+def test_a_teacher_section_takes_its_students_share_unless_it_writes_one(tmp_path):
+    """Only a section that writes no share, trains the student's teacher, and reads the same
+    data with the same seed takes the student's `validation`."""
+    base = (SPECS / "tailor.net").read_text()
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+
+    def shares(text: str) -> dict:
+        (tmp_path / "s.net").write_text(text)
+        checked = assembler.check(assembler.load(tmp_path / "s.net"))
+        return {t.networks[0]: t.settings.get("validation") for t in checked.trains}
+
+    assert shares(base) == {"teacher": 0.2, "student": 0.2}
+    student_share = base.replace("    epochs = 20\n", "    epochs = 20\n    validation = 0.3\n")
+    assert shares(student_share) == {"teacher": 0.3, "student": 0.3}
+    own = base.replace("    epochs = 10\n", "    epochs = 10\n    validation = 0.1\n")
+    assert shares(own) == {"teacher": 0.1, "student": 0.2}
+    other_seed = base.replace("    epochs = 10\n", "    epochs = 10\n    seed = 1\n")
+    assert shares(other_seed) == {"teacher": None, "student": 0.2}

@@ -12,6 +12,7 @@ refused when training starts):
 
 from __future__ import annotations
 
+from ..settings import plugins
 from . import Problem
 
 
@@ -43,7 +44,7 @@ def validate(settings: dict, scope) -> list[Problem]:
             "and shape) and no 'l2' match edge pairs them: the teacher term would be empty", at="teacher",
             hint=f"add edges such as `match {teacher}.B -> {student}.B : l2`, name the student's blocks like the "
                  "teacher's, or set gamma2=0"))
-    if settings.get("validation", 0.2) <= 0:
+    if settings.get("validation", plugins("procedure")["nettailor"].validation) <= 0:
         problems.append(Problem("nettailor chooses k on held-out training data, but validation = 0", at="validation",
                                 hint="hold out a share, e.g. validation = 0.2 (the same in the teacher's section)"))
     return problems
