@@ -411,3 +411,27 @@ def test_a_teacher_section_takes_its_students_share_unless_it_writes_one(tmp_pat
     assert shares(own) == {"teacher": 0.1, "student": 0.2}
     other_seed = base.replace("    epochs = 10\n", "    epochs = 10\n    seed = 1\n")
     assert shares(other_seed) == {"teacher": None, "student": 0.2}
+
+
+def test_a_strided_proxy_counts_its_pool_conv_and_batch_norm():
+    """proxy(32, 2) on a 32x8x8 map: a 3x3 max-pool per pooled element (32*4*4*9 = 4608), a
+    1x1 conv (4*4 * 32*32 = 16384) and a batch-norm (32*4*4 = 512), as maxpool, conv and
+    batchnorm count them apart."""
+    spec = assembler.parse("network n(x: [32, 8, 8]) {\n    y = x -> proxy(32, 2)\n    return y\n}\n")
+    apart = assembler.parse("network n(x: [32, 8, 8]) {\n    y = x -> maxpool(3, 2, pad=1) -> conv(32, 1, bias=false)"
+                            " -> batchnorm\n    return y\n}\n")
+    assert assembler.check(spec).flops("n") == 4608 + 16384 + 512 == assembler.check(apart).flops("n")
+    assert assembler.check(spec).params("n") == assembler.check(apart).params("n") == 32 * 32 + 2 * 32
+
+
+@pytest.mark.parametrize("teacher, tolerance, kept", [
+    (0.98, 0.005, 2),  # k=2 (0.976) is within 0.5 points; k=3 (0.95) is not
+    (0.98, 0.05, 3),  # k=3 within 5 points: the leanest
+    (0.99, 0.005, 1),  # only k=1 (0.99) reaches 0.985
+    (0.999, 0.0, 1),  # none reaches it: the most accurate, k=0 and k=1 tie: the leaner
+])
+def test_k_is_the_leanest_within_tolerance_of_the_teachers_held_out_accuracy(teacher, tolerance, kept):
+    from assembler.train.tailor import choose
+    rows = [{"k": 0, "flops": 100, "accuracy": 0.99}, {"k": 1, "flops": 80, "accuracy": 0.99},
+            {"k": 2, "flops": 50, "accuracy": 0.976}, {"k": 3, "flops": 20, "accuracy": 0.95}]
+    assert choose(rows, teacher, tolerance)["k"] == kept

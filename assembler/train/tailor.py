@@ -91,12 +91,12 @@ def _fast(gm, inputs: dict):
 
 def choose(rows: list[dict], reference: float, tolerance: float) -> dict | None:
     """The leanest candidate whose held-out accuracy is at least `reference - tolerance` (ties:
-    the more accurate); the most accurate when none is."""
+    the more accurate); the most accurate when none is (ties: the leanest)."""
     done = [r for r in rows if "accuracy" in r]
     good = [r for r in done if r["accuracy"] >= reference - tolerance - 1e-12]
     if good:
         return min(good, key=lambda r: (r["flops"], -r["accuracy"], r["k"]))
-    return max(done, key=lambda r: (r["accuracy"], -r["k"]), default=None)
+    return max(done, key=lambda r: (r["accuracy"], -r["flops"], -r["k"]), default=None)
 
 
 def _cell(v, fmt: str) -> str:
