@@ -117,6 +117,24 @@ def test_two_stage_metrics_name_each_network_and_optimizer(tmp_path):
     assert "a, b [second]: epoch 1" in r.stderr  # progress names the networks and the stage
 
 
+def test_each_optimizer_follows_its_schedule_per_stage(tmp_path):
+    """The section's schedule (step, halving every epoch) drives the `model` optimizer; the
+    procedure's `head` optimizer keeps its own (cosine over the stage's 3 epochs:
+    0.003 * (1 + cos(pi * e / 3)) / 2); each stage starts its schedules afresh. The logged lr
+    is the one the epoch trained with."""
+    import math
+    (tmp_path / "toy.net").write_text(TWO_STAGE)
+    r = run(assembler_cmd("train", "toy.net", "--out", "o", "--set", "epochs=3", "--set",
+                          "schedule=step(every=1, gamma=0.5)", "-q"), tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in (tmp_path / "o/a/metrics.jsonl").read_text().splitlines()][:-1]
+    assert [(x["stage"], x["epoch"]) for x in lines] == [("first", 1), ("first", 2), ("first", 3),
+                                                         ("second", 1), ("second", 2), ("second", 3)]
+    assert [x["lr"] for x in lines] == pytest.approx([0.05, 0.025, 0.0125] * 2)
+    assert [x["lr.head"] for x in lines[3:]] == pytest.approx(
+        [0.003 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)])
+
+
 def test_bilevel_meta_gradient_equals_finite_differences():
     """The toy's look-ahead: d CE(theta_2(w)) / d w through two functional SGD steps, against
     central differences in float64."""

@@ -251,3 +251,19 @@ def test_files_are_written_with_the_umask(trained, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {0o644}
+
+
+def test_two_runs_that_need_one_import_train_it_once(tmp_path):
+    """Two processes started together, each training a spec that imports an untrained spec:
+    the import is trained once (the second waits on the cache entry's lock, then reuses it)."""
+    import subprocess
+    import sys
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+    (tmp_path / "user.net").write_text(USER.replace('use "pre" as p', 'use "source.net" as p'))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ASSEMBLER_CACHE": str(tmp_path / "cache")}
+    exe = str(Path(sys.executable).with_name("assembler"))
+    runs = [subprocess.Popen([exe, "train", "user.net", "--out", f"o{i}"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    outputs = [r.communicate(timeout=600) for r in runs]
+    assert all(r.returncode == 0 for r in runs), outputs
+    assert sum(err.count("training the imported spec source.net") for _, err in outputs) == 1, outputs
