@@ -76,6 +76,15 @@ class Assembly:
             self._graphs[key] = gm.to(self.device)
         return self._graphs[key]
 
+    def checked_network(self, name: str):
+        """The checked network `name` designates, as `network` takes it: a network of this
+        spec, or an imported `alias.net` (`alias`: a file with one network). KeyError, saying
+        what there is, when none."""
+        if name in self.checked.networks:
+            return self.checked.networks[name]
+        sub = self._imported(name)
+        return sub.checked.networks[self._imported_name(name)]
+
     def _imported(self, name: str) -> "Assembly":
         alias = name.split(".", 1)[0]
         if alias not in self.imports:

@@ -327,15 +327,11 @@ class NetTailor(Procedure):
 
 
 def _checked_network(asm, name: str) -> CheckedNetwork | None:
-    """The checked network a teacher name designates: `net`, or imported `alias.net` / `alias`."""
-    if name in asm.checked.networks:
-        return asm.checked.networks[name]
-    alias, _, rest = name.partition(".")
-    sub = asm.imports.get(alias)
-    if sub is None:
+    """The checked network a teacher name designates (`Assembly.checked_network`), or None."""
+    try:
+        return asm.checked_network(name)
+    except KeyError:
         return None
-    nets = sub.checked.networks
-    return nets.get(rest) if rest else (next(iter(nets.values())) if len(nets) == 1 else None)
 
 
 def _sections_of(asm, name: str) -> tuple[tuple, str]:
