@@ -127,7 +127,8 @@ class NetTailor(Procedure):
 
     name = "nettailor"
     ddp = False  # the student runs with taps (a plain graph); gradients are averaged by hand
-    validation = 0.2  # held out when the section sets no `validation`: k is never chosen on the test data
+    validation = plugins("procedure")["nettailor"].validation  # held out when the section sets none: k is
+    # never chosen on the test data
 
     def __init__(self, ctx):
         super().__init__(ctx)
