@@ -4,7 +4,8 @@ Resolves every name a chain uses (inputs, bindings, ops, merges, templates, shar
 references to other networks' bindings, ranges, `copy(...)`), infers shapes through the op
 table and decides what is trainable. Errors are collected per binding, so independent
 mistakes in one network are all reported. Templates and shared modules are instantiated in
-`lower_blocks.py`; references, ranges and copies are spliced in `lower_refs.py`.
+`lower_blocks.py`; references, ranges and copies are spliced in `lower_refs.py`; merges
+(`add`, `cat`, `gate`, ...) are lowered in `lower_merges.py`.
 
 `lower_network(net, scope)` is a pure function of its arguments: it returns the network, the
 modules it declares and its diagnostics, and changes nothing it was given.
@@ -16,14 +17,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from . import ir, lower_blocks, lower_refs
+from . import ir, lower_blocks, lower_merges, lower_refs
 from .errors import Diagnostic, diagnostic, did_you_mean, listing, word_span
 from .graph import CheckedNetwork, GraphNode, Module
 from .ir import make
 from .keys import ModuleKey
 from .ops import OpError, merges, ops
 from .parser import KEYWORDS
-from .printer import format_expr
 from .scope import Fail, Imported, Limits, Scope, fail, name_problem, python_reserved
 
 __all__ = ["Fail", "Imported", "Lowered", "Scope", "fail", "lower_network", "name_problem", "python_reserved"]
@@ -272,12 +272,12 @@ class Lowerer:
         if isinstance(src, ir.Ref) and len(src.parts) == 1:
             return self._read(src, ctx)
         if isinstance(src, ir.Call) and len(src.ref.parts) == 1 and src.ref.parts[0] in merges():
-            return self.merge(src, ctx)
+            return lower_merges.merge(self, src, ctx)
         if isinstance(src, (ir.Ref, ir.Range)):
             raise fail(f"a chain starts with an input, a binding or a merge, not the reference '{src.dotted}'",
                        src.span, hint=f"apply it to a value: x -> {src.dotted}")
         if isinstance(src, ir.Call):
-            raise self._not_a_merge(src, ctx)
+            raise lower_merges.not_a_merge(self, src)
         raise fail(f"a chain starts with an input, a binding or a merge, not {_describe(src)}", src.span)
 
     def _read(self, src: ir.Ref, ctx: Ctx) -> str:
@@ -292,22 +292,6 @@ class Lowerer:
                        hint=f"apply it to a value: x -> {name}")
         raise Fail(self.undefined(name, src.span, ctx.env))
 
-    def _not_a_merge(self, src: ir.Call, ctx: Ctx) -> Fail:
-        """`f(a, b)` at the start of a chain where `f` is no merge: say what it is instead."""
-        name = src.ref.dotted
-        merge_names = ", ".join(merges())
-        close = did_you_mean(name, list(merges()))
-        if close:
-            hint = f"{close} the merges are {merge_names}"
-        elif name in ops() or name in self.scope.blocks or name in self.scope.shared:
-            values = [a.value for a in src.args if a.name is None]
-            hint = (f"apply it to a value: {format_expr(values[0])} -> {name}" if len(src.args) == 1 and values
-                    else f"apply it to a value: x -> {name}(...)")
-        else:
-            hint = did_you_mean(name, list(ops()) + list(self.scope.blocks)) or f"the merges are {merge_names}"
-        return fail(f"'{name}(...)' is not a merge; a chain starts with an input, a binding or "
-                    f"{'/'.join(merges())}(...)", src.span, hint=hint)
-
     def _kind_of(self, name: str) -> str | None:
         if name in ops():
             return "an op"
@@ -318,89 +302,6 @@ class Lowerer:
         if name in merges():
             return "a merge"
         return None
-
-    # -- merges ----------------------------------------------------------------------------------
-
-    def merge(self, call: ir.Call, ctx: Ctx) -> str:
-        merge = merges()[call.ref.parts[0]]
-        paths = [a for a in call.args if a.name is None]
-        kwargs = {a.name: a for a in call.args if a.name is not None}
-        try:
-            args = merge.bind([], {k: self.value(a.value, ctx) for k, a in kwargs.items()})
-        except OpError as e:
-            raise fail(str(e), kwargs[e.arg].span if e.arg in kwargs else call.span, hint=e.hint) from None
-        if len(paths) < 2:
-            raise fail(f"'{merge.name}' merges two or more chains, got {len(paths)}", call.span)
-        inputs = self._merge_paths(merge.name, paths, ctx)
-        shapes = [self.shape(n) for n in inputs]
-        try:
-            if merge.complete is not None:
-                args = merge.complete(args, len(paths))
-            shape = merge.infer(shapes, args)
-            params, flops = merge.count(shapes, args, shape)
-        except OpError as e:
-            span = paths[e.path].span if e.path is not None else kwargs[e.arg].span if e.arg in kwargs else None
-            raise fail(str(e), span or call.span, hint=e.hint) from None
-        module, trainable = None, False
-        if merge.module:
-            trainable = ctx.modifier != "frozen"
-            module = self.declare(f"{ctx.path}.{merge.name}", merge.name, args, shape, trainable,
-                                  merge.role or "merge", params, call.span)
-        node_args = args
-        if merge.role == "gate" and args.get("mix") == "relu":
-            inputs, absorbed = self._absorb_relus(inputs, ctx)
-            node_args = {**args, "absorbed": absorbed}
-        return self.add(ctx, merge.name, tuple(inputs), shape, args=node_args, module=module, trainable=trainable,
-                        role=merge.role or "merge", params=params, flops=flops, span=call.span)
-
-    def _absorb_relus(self, inputs: list[str], ctx: Ctx) -> tuple[list[str], list[int]]:
-        """A `gate(..., mix="relu")` applies the ReLU after mixing, so each path's own final ReLU
-        moves there (as in NetTailor's code, whose blocks end before their last ReLU): a path
-        whose last op is `relu`, or `relu` followed only by `maxpool`s (a max commutes with the
-        ReLU), loses that `relu`. Only nodes of this binding's own paths move (a bare name's
-        value is another binding's). Returns the gate's inputs and the indices of the paths
-        that lost a ReLU (`edits.prune` gives them back their ReLU when a gate collapses)."""
-        out, absorbed = [], []
-        for i, last in enumerate(inputs):
-            node, after = last, []
-            while self.nodes[node]["binding"] == ctx.binding and self.nodes[node]["op"] == "maxpool":
-                after.append(node)
-                node = self.nodes[node]["inputs"][0]
-            relu = self.nodes[node]
-            readers = [n for n in self._own_nodes(ctx.binding) if node in n["inputs"]]
-            if relu["binding"] != ctx.binding or relu["op"] != "relu" or len(readers) > (1 if after else 0):
-                out.append(last)  # no relu of its own, or one that something else reads too
-                continue
-            source = relu["inputs"][0]
-            if after:  # the first max-pool now reads what the relu read
-                self.nodes[after[-1]]["inputs"] = (source,)
-            del self.nodes[node]
-            self.read.discard(node)
-            out.append(last if after else source)
-            absorbed.append(i)
-        return out, absorbed
-
-    def _own_nodes(self, binding: str):
-        """The nodes lowered so far for `binding` (the last ones: a binding lowers in one go)."""
-        for n in reversed(self.nodes.values()):
-            if n["binding"] != binding:
-                return
-            yield n
-
-    def _merge_paths(self, op: str, paths: list[ir.Arg], ctx: Ctx) -> list[str]:
-        """Lower every path of a merge (all of them, so that each path's errors are reported)."""
-        inputs, errors = [], []
-        for i, a in enumerate(paths):
-            role = "proxy" if merges()[op].role == "gate" and i > 0 and ctx.role == "layer" else ctx.role
-            try:
-                value = a.value if isinstance(a.value, ir.Chain) else ir.Chain.model_construct(source=a.value,
-                                                                                              span=a.span)
-                inputs.append(self.chain(value, ctx.but(path=f"{ctx.path}.in{i}", role=role)))
-            except Fail as f:
-                errors.extend(f.diags)
-        if errors or len(inputs) < len(paths):
-            raise Fail(*errors)
-        return inputs
 
     # -- elements --------------------------------------------------------------------------------
 

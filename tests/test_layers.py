@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "assembler"
 LAYERS = [
     ("front end", {"errors", "ir", "parser", "printer", "ops", "settings", "graph", "resolve", "lower", "edits",
                    "summary", "draw", "grammar", "checks", "faults", "locate", "builtin_ops", "draw_layout",
-                   "fastparse", "imports", "keys", "lexer", "lower_blocks", "lower_refs", "parse_errors", "passes",
+                   "fastparse", "imports", "keys", "lexer", "lower_blocks", "lower_merges", "lower_refs", "parse_errors", "passes",
                    "scope", "signature", "skips", "verify", "visit", "weightings", "optypes"}),
     ("data", {"data"}),
     ("compiler", {"modules", "matching", "compiler", "variants", "inference", "inference_fuse", "measure", "lowerings",
