@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from . import ir
 from .graph import Checked, CheckedNetwork
-from .keys import ModuleKey
+from .keys import Key, ModuleKey
 from .lowerings import build, emit
 from .matching import build_edge
 
@@ -95,8 +95,7 @@ class Assembly:
         return self.imports[alias]
 
     def _imported_name(self, name: str) -> str:
-        sub = self.imports[name.split(".", 1)[0]]
-        rest = name.partition(".")[2]
+        sub, rest = self.imports[Key(name).head], Key(name).rest
         if not rest and len(sub.names) == 1:
             return sub.names[0]
         if rest not in sub.checked.networks:

@@ -13,7 +13,7 @@ from . import ir
 from . import settings as settings_mod
 from .errors import Diagnostic, diagnostic, did_you_mean, source_lines, word_span
 from .graph import CheckedNetwork, Edge, Module, TrainSection
-from .keys import BindingRef
+from .keys import BindingRef, ModuleKey
 from .lower import lower_network
 from . import signature
 from .ops import builtin_names, ops
@@ -221,7 +221,7 @@ def check_limits(st: State) -> State:
     for key, m in st.modules.items():
         total += m.params
         if total > limit:
-            net = st.networks.get(key.split(".")[0])
+            net = st.networks.get(ModuleKey(key).owner)
             span = next((n.span for n in net.nodes if n.module == key), None) if net else None
             return st.report([diagnostic(
                 f"the spec's modules would have more than {limit:,} parameters together (this one brings the "

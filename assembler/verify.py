@@ -6,6 +6,7 @@ after pruning; a failure is a bug of the pass, not of the user's spec.
 from __future__ import annotations
 
 from .graph import Checked, CheckedNetwork
+from .keys import BindingRef
 from .ops import entry
 
 
@@ -30,7 +31,7 @@ def verify(checked: Checked) -> Checked:
     heads = set(checked.networks) | set(checked.imports)
     for e in checked.edges:
         for end in (e.source, e.target):
-            if end.split(".")[0] not in heads:
+            if BindingRef(end).network not in heads:
                 problems.append(f"matching edge {e.source} -> {e.target} names '{end}', of no network or import")
     for t in checked.trains:
         problems += [f"a train section names the unknown network '{n}'" for n in t.networks

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..keys import Key
 from . import Problem
 
 ROTATIONS = 4  # 0, 90, 180 and 270 degrees
@@ -42,7 +43,7 @@ class SplitError(ValueError):
 
 def uses(key: str, module: str) -> bool:
     """Whether a module key belongs to the (shared) module `module`: `rot.0.4` to `rot`."""
-    return key == module or key.startswith(module + ".")
+    return Key(key).below(module) is not None
 
 
 def _reads(net, binding: str) -> set[str]:

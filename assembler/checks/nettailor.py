@@ -13,6 +13,7 @@ refused when training starts):
 from __future__ import annotations
 
 from ..settings import plugins
+from ..keys import BindingRef, Key
 from . import Problem
 
 
@@ -20,8 +21,8 @@ def teacher_pairs(student: str, student_net, teacher: str, teacher_net, edges) -
     """(student binding, teacher binding) pairs of Omega: the `l2` matching edges from the
     teacher into the student when there are any, else every student binding (inputs aside)
     that the teacher has too, with the same shape."""
-    declared = [(e.target.split(".", 1)[1], e.source[len(teacher) + 1:]) for e in edges
-                if e.weighting == "l2" and e.source.startswith(teacher + ".") and e.target.startswith(student + ".")]
+    declared = [(BindingRef(e.target).binding, Key(e.source).below(teacher)) for e in edges
+                if e.weighting == "l2" and Key(e.source).below(teacher) and BindingRef(e.target).network == student]
     if declared:
         return declared
     if teacher_net is None:
