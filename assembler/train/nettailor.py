@@ -127,8 +127,11 @@ class NetTailor(Procedure):
 
     name = "nettailor"
     ddp = False  # the student runs with taps (a plain graph); gradients are averaged by hand
-    validation = plugins("procedure")["nettailor"].validation  # held out when the section sets none: k is
-    # never chosen on the test data
+    @property
+    def validation(self) -> float:
+        """The share held out when the section sets none (k is never chosen on the test data):
+        the plug-in entry's, read when needed (a plug-in module may import this one)."""
+        return plugins("procedure")["nettailor"].validation
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -234,7 +237,7 @@ class NetTailor(Procedure):
                 continue
             theirs = t.settings
             proc = theirs.get("procedure", {"name": "finetune"})["name"]
-            their_share = theirs.get("validation", getattr(plugins("procedure")[proc].resolve(), "validation", 0.0))
+            their_share = theirs.get("validation", getattr(plugins("procedure").get(proc), "validation", 0.0))
             first = lambda d: d[0] if isinstance(d, list) else d  # noqa: E731
             if (first(theirs.get("data")), theirs.get("seed", 0), their_share) == (first(mine["data"]),
                                                                                    mine["seed"], share):
