@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import faults
-from .errors import CheckpointError, Diagnostic
+from .errors import CheckpointError, Diagnostic, SpecError
 
 COMPLETE = "meta.json.sha256"  # the file a complete version ends with
 _RENAME_EXCHANGE = 2
@@ -49,16 +49,27 @@ def normal_permissions(folder: Path) -> None:
 
 def write_file(path: Path, text: str) -> None:
     """Write a text file so that readers see the old or the new text, never a half; an
-    existing file keeps its permissions, a new one gets a normal file's (umask applied)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    existing file keeps its permissions, a new one gets a normal file's (umask applied). An
+    unwritable place is a located error (a `SpecError` naming the file)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _unwritable(path, e) from None
         raise
+
+
+def _unwritable(path: Path, e: OSError) -> SpecError:
+    return SpecError(Diagnostic(f"cannot write {path}: {e.strerror or e}", str(path),
+                                hint="write into an existing folder you may write to"))
 
 
 def _umask() -> int:

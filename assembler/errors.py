@@ -75,7 +75,6 @@ def _window(line: str, column: int, size: int = 160) -> tuple[str, int]:
 
 
 @lru_cache(maxsize=16)
-@lru_cache(maxsize=8)
 def source_lines(text: str) -> tuple[str, ...]:
     """The lines of a source text, as the lexer counts them (only \n breaks a line). Cached,
     so that many diagnostics in one file split it once (Python caches a string's hash, and

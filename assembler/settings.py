@@ -159,7 +159,9 @@ _PROCEDURES = [
         P("gamma2", "float", 10.0, _non_negative, "weight of the teacher L2 term"),
         P("threshold", "float", 0.05, _fraction, "proxies whose alpha falls below this are pruned"),
         P("tolerance", "float", 0.005, _fraction, "accuracy the tailored network may lose against the teacher"),
-        P("blocks", "ints", None, doc="numbers k of pre-trained blocks to try removing (default: every k)"),
+        P("blocks", "ints", None, lambda v: None if v and all(k >= 0 for k in v) and len(set(v)) == len(v)
+          else "must list distinct whole numbers, 0 or more", "numbers k of pre-trained blocks to try removing "
+          "(default: every k)"),
         P("retrain_epochs", "int", None, _positive, "epochs of fine-tuning after pruning (default: epochs)"),
         P("omega", "str", "local", _one_of("local", "global"),
           "teacher term: each student layer on detached inputs (the reference code), or the whole student"),

@@ -146,3 +146,13 @@ def test_a_checkpoint_without_its_spec_says_so(trained, tmp_path):
     assert r.exit_code == 1
     assert r.output == (f"{damaged}: error: damaged checkpoint: {damaged} has meta.json but no spec.net\n"
                         "hint: restore the checkpoint (or its spec.net), or retrain it\n")
+
+
+def test_an_output_in_a_missing_folder_is_a_located_error(tmp_path):
+    from pathlib import Path
+    spec = Path(__file__).resolve().parent.parent / "specs" / "digits" / "source.net"
+    out = tmp_path / "missing" / "g.svg"
+    r = CliRunner().invoke(main, ["graph", str(spec), "-o", str(out)])
+    assert r.exit_code == 1
+    assert r.output == (f"{out}: error: cannot write {out}: No such file or directory\n"
+                        "hint: write into an existing folder you may write to\n")

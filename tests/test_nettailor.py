@@ -435,3 +435,13 @@ def test_k_is_the_leanest_within_tolerance_of_the_teachers_held_out_accuracy(tea
     rows = [{"k": 0, "flops": 100, "accuracy": 0.99}, {"k": 1, "flops": 80, "accuracy": 0.99},
             {"k": 2, "flops": 50, "accuracy": 0.976}, {"k": 3, "flops": 20, "accuracy": 0.95}]
     assert choose(rows, teacher, tolerance)["k"] == kept
+
+
+@pytest.mark.parametrize("blocks", ["[-1]", "[1, 1]", "[]"])
+def test_blocks_must_be_distinct_whole_numbers(tmp_path, blocks):
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+    (tmp_path / "s.net").write_text(IMPORTED_TEACHER.replace("blocks=[0, 1]", f"blocks={blocks}"))
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
+    assert r.exit_code == 1
+    assert f"s.net:14:51: error: 'blocks' of nettailor must list distinct whole numbers, 0 or more, got {blocks}" \
+        in r.output

@@ -36,6 +36,8 @@ def pruning_plan(net: CheckedNetwork, modules: dict, threshold: float, k: int) -
     """What to remove: proxies with alpha < threshold, and the k pre-trained blocks (gate paths
     without proxies) with the smallest alpha, as `edits.prune` items. Returns (items, removed
     blocks)."""
+    if k < 0:
+        raise ValueError(f"k = {k}: the number of blocks to remove cannot be negative")
     paths = gate_paths(net)
     with torch.no_grad():
         alphas = {p.gate.module: modules[p.gate.module].alphas().tolist() for p in paths}
