@@ -108,8 +108,9 @@ def section_order(checked, spec: ir.Spec, only: str | None = None) -> list:
 
 def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = None, sets: list[str] = (),
                resume: bool = False, quiet: bool = False, single_checkpoint: bool = False,
-               device: str | None = None, force: bool = False) -> dict[str, list]:
-    """Train a spec; returns each trained network's metrics history."""
+               device: str | None = None, force: bool = False, distributed: bool = True) -> dict[str, list]:
+    """Train a spec; returns each trained network's metrics history. `distributed=False`: in
+    this process alone, even under torchrun (an import, trained before the ranks join)."""
     base = Path(spec.filename).parent if not spec.filename.startswith("<") else Path.cwd()
     for use in spec.uses:
         target = base / use.path
@@ -120,7 +121,8 @@ def train_spec(spec: ir.Spec, *, network: str | None = None, out: Path | None = 
     sections = _sections(checked, spec, network)
     torch_device = resolve_device(device if device is not None else sections[-1].settings.get("device"),
                                   "--device" if device is not None else "setting 'device'")
-    dist.init_from_env(torch_device)
+    if distributed:
+        dist.init_from_env(torch_device)
     asm = compile_spec(spec, seed=sections[-1].settings.get("seed", 0))
     _set_threads(asm, sections)
     if not quiet and dist.rank() == 0:
@@ -266,7 +268,8 @@ def ensure_trained(spec_path: Path, quiet: bool = False, _stack: tuple = ()) -> 
             return found
         if not quiet:
             print(f"training the imported spec {os.path.relpath(spec_path)} (cached in {out})", file=sys.stderr)
-        train_spec(spec, out=out, quiet=quiet, single_checkpoint=True, force=True)
+        # in this process alone: under torchrun the other ranks wait on the lock, not in the group
+        train_spec(spec, out=out, quiet=quiet, single_checkpoint=True, force=True, distributed=False)
     return out
 
 
