@@ -378,7 +378,7 @@ def _held_out_shares(sections: list[TrainSection]) -> list[TrainSection]:
     """Each section's `validation` share made explicit where the spec does not write it: the
     procedure's own default (NetTailor's 0.2), and, for the section that trains another
     section's `teacher` on the same data with the same seed, that section's share, so that a
-    teacher never trains on the samples its student's choices are measured on (decision 29)."""
+    teacher never trains on the samples its student's choices are measured on (LANGUAGE.md, decision 36)."""
     def share(t: TrainSection) -> float:
         plugin = settings_mod.plugins("procedure").get(t.settings.get("procedure", {}).get("name"))
         return t.settings.get("validation", plugin.validation if plugin is not None else 0.0)
