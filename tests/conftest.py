@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,42 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs" / "digits"  # the project's example specs
 SHARED = ROOT.parent / "shared" / "design" / "examples"  # the design's examples (when present)
 GOLDEN = Path(__file__).resolve().parent / "golden"  # golden diagnostics
+TESTS = Path(__file__).resolve().parent  # also where the test plug-ins live (`run(..., plugins=)`)
+ASSEMBLER = str(Path(sys.executable).with_name("assembler"))  # the installed command
 
 #: Hypothesis settings for property tests that compile or check many specs.
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """`assembler ARGS` in this process: (exit code, stdout, stderr); an exception other than
+    the command's exit is raised."""
+    from click.testing import CliRunner
+    from assembler.cli import main
+    r = CliRunner().invoke(main, list(args))
+    if r.exception and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r.exit_code, r.stdout, r.stderr
+
+
+def assembler_cmd(*args: str) -> list[str]:
+    """The command line `assembler ARGS`, for `run`."""
+    return [ASSEMBLER, *args]
+
+
+def run(args: list[str], cwd, fault: str | None = None, plugins: str | None = None,
+        **env: str) -> subprocess.CompletedProcess:
+    """A command in a subprocess with this session's environment as it is now (its cache
+    included), unbuffered, with `fault` as its only ASSEMBLER_FAULT; `plugins`: modules of
+    tests/ named in ASSEMBLER_PLUGINS; `env`: more variables."""
+    full = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    full.pop("ASSEMBLER_FAULT", None)
+    if fault:
+        full["ASSEMBLER_FAULT"] = fault
+    if plugins:
+        full["ASSEMBLER_PLUGINS"] = plugins
+        full["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(autouse=True, scope="session")

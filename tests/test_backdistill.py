@@ -9,30 +9,25 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import SPECS
+from conftest import SPECS, assembler_cmd, cli, run
 import assembler
-from assembler.cli import main
 from assembler.pseudograd import max_as_avg_pool, pseudo_jacobian, pseudo_relu, x_independent
 from assembler.train.backdistill import BackDistill
 from assembler.train.procedure import Context
 
-HERE = Path(__file__).resolve().parent
 ARGS = {"teacher": "cats.three", "at": "h", "lam": 1.0, "alpha": 1.0, "projections": 1, "ce": True}
 
 INSIDE = """\
@@ -73,13 +68,6 @@ def procedure(asm, **args) -> BackDistill:
     proc = BackDistill(Context(asm=asm, networks=("student",), settings={"epochs": 1}, args={**ARGS, **args}))
     proc.setup()
     return proc
-
-
-def cli(*args) -> tuple[int, str]:
-    r = CliRunner().invoke(main, list(args))
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stderr
 
 
 # -- the pseudo-gradient functions -----------------------------------------------------------------
@@ -259,46 +247,31 @@ def test_zero_sample_training_lowers_the_matching_loss_and_raises_accuracy(work)
 
 
 def test_transplant_specs_train_with_samples_and_with_noise(work):
-    code, err = cli("train", "transplant.net", "--out", "s", "-q", "--set", "epochs=3")
+    code, _, err = cli("train", "transplant.net", "--out", "s", "-q", "--set", "epochs=3")
     assert code == 0, err
     lines = [json.loads(x) for x in (work / "s/student/metrics.jsonl").read_text().splitlines()]
     assert {"ce", "match", "train_accuracy", "test_accuracy"} <= lines[-1].keys()
-    code, err = cli("train", "transplant_noise.net", "--out", "n", "-q", "--set", "epochs=3")
+    code, _, err = cli("train", "transplant_noise.net", "--out", "n", "-q", "--set", "epochs=3")
     assert code == 0, err
     lines = [json.loads(x) for x in (work / "n/student/metrics.jsonl").read_text().splitlines()]
     assert "ce" not in lines[-1] and lines[-1]["match"] < lines[0]["match"] and lines[-1]["test_accuracy"] is not None
     stored = load_file(str(work / "n/student/weights.safetensors"))
     assert set(stored) == {"student.h.0.weight", "student.h.0.bias"}  # only the adapter is the student's own
-    code, err = cli("fmt", "--check", "transplant_noise.net")
+    code, _, err = cli("fmt", "--check", "transplant_noise.net")
     assert code == 0, err
-
-
-def _run(args, cwd, fault=None, plugins=None, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    env.pop("ASSEMBLER_FAULT", None)
-    if fault:
-        env["ASSEMBLER_FAULT"] = fault
-    if plugins:
-        env["ASSEMBLER_PLUGINS"] = plugins
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def _assembler(*args):
-    return [str(Path(sys.executable).with_name("assembler")), *args]
 
 
 def test_interrupted_backdistill_resumes_bit_identically(work):
     """Ctrl-C inside the second epoch (3 steps each): the printed command resumes it, and the
     weights and metrics equal an uninterrupted run's (the projections r come from the saved RNG)."""
     spec, sets = "transplant.net", ["--set", "batch=8", "--set", "epochs=2"]
-    full = _run(_assembler("train", spec, "--out", "full", "-q", *sets), work)
+    full = run(assembler_cmd("train", spec, "--out", "full", "-q", *sets), work)
     assert full.returncode == 0, full.stderr
-    cut = _run(_assembler("train", spec, "--out", "cut", *sets), work, fault="sigint@0:1:1")
+    cut = run(assembler_cmd("train", spec, "--out", "cut", *sets), work, fault="sigint@0:1:1")
     assert cut.returncode == 130, cut.stderr
     line = next(x for x in cut.stderr.splitlines() if "continue with:" in x)
     words = shlex.split(line.split("continue with:", 1)[1])
-    again = _run(_assembler(*words[1:]), work)
+    again = run(assembler_cmd(*words[1:]), work)
     assert again.returncode == 0, again.stderr
     a, b = (load_file(str(work / d / "student/weights.safetensors")) for d in ("full", "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -311,7 +284,7 @@ def test_torchrun_two_processes_average_the_adapter_gradients(work):
     """Double backward cannot go through DDP: two gloo ranks train plain graphs on their halves
     of the samples and average the gradients by hand, so both end with the same adapter."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    r = _run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "transplant.net", "--set",
+    r = run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "transplant.net", "--set",
               "procedure=backdistill_ranks(teacher=cats.three, at=h)", "--set", "epochs=2", "--set", "batch=8",
               "--out", "ddp", "-q"], work, plugins="bdranks")
     assert r.returncode == 0, r.stderr
@@ -330,14 +303,14 @@ def test_two_ranks_equal_one_process_with_their_batches_together(tmp_path):
     for f in SPECS.glob("*.net"):
         shutil.copy(f, tmp_path / f.name)
     torchrun = Path(sys.executable).with_name("torchrun")
-    cache = {"ASSEMBLER_CACHE": str(tmp_path / "cache")}
-    r = _run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "transplant.net", "--set",
+    cache = str(tmp_path / "cache")
+    r = run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "transplant.net", "--set",
               "procedure=backdistill_ranks(teacher=cats.three, at=h, projections=0)", "--set", "epochs=2",
-              "--set", "batch=4", "--out", "ddp", "-q"], tmp_path, plugins="bdranks", env=cache)
+              "--set", "batch=4", "--out", "ddp", "-q"], tmp_path, plugins="bdranks", ASSEMBLER_CACHE=cache)
     assert r.returncode == 0, r.stderr
-    one = _run(_assembler("train", "transplant.net", "--set", "procedure=backdistill(teacher=cats.three, at=h, "
+    one = run(assembler_cmd("train", "transplant.net", "--set", "procedure=backdistill(teacher=cats.three, at=h, "
                           "projections=0)", "--set", "epochs=2", "--set", "batch=8", "--out", "one", "-q"),
-               tmp_path, env=cache)
+               tmp_path, ASSEMBLER_CACHE=cache)
     assert one.returncode == 0, one.stderr
     a, b = load_file(str(tmp_path / "ddp/student/weights.safetensors")), load_file(str(tmp_path / "one/student/weights.safetensors"))
     assert a.keys() == b.keys() == {"student.h.0.weight", "student.h.0.bias"}

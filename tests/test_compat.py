@@ -6,10 +6,7 @@ weights), bit-identical resume after a real SIGINT in each stage, the CLI end to
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import assembler
+from conftest import assembler_cmd, run
 from assembler.cli import main
 from assembler.data import Dataset
 from assembler.train import recombination as rc
@@ -277,18 +275,6 @@ def test_batch_statistics_mode_keeps_running_statistics_and_modes(tmp_path):
 # -- the command line ------------------------------------------------------------------------------------
 
 
-def run(args, cwd, fault=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("ASSEMBLER_FAULT", None)
-    if fault:
-        env["ASSEMBLER_FAULT"] = fault
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def cmd(*args):
-    return [str(Path(sys.executable).with_name("assembler")), *args]
-
-
 def same_run(a: Path, b: Path) -> None:
     wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -301,11 +287,11 @@ def same_run(a: Path, b: Path) -> None:
                                               ("incremental", ["sigint@0:1:1", "sigint@1:0:2"])])
 def test_interrupted_in_each_stage_resumes_bit_identically(tmp_path, schedule, faults):
     (tmp_path / "c.net").write_text(spec_text(schedule=schedule, iiw=True))
-    full = run(cmd("train", "c.net", "--out", "full", "-q"), tmp_path)
+    full = run(assembler_cmd("train", "c.net", "--out", "full", "-q"), tmp_path)
     assert full.returncode == 0, full.stderr
     for i, fault in enumerate(faults):
         out = f"cut{i}"
-        cut = run(cmd("train", "c.net", "--out", out), tmp_path, fault=fault)
+        cut = run(assembler_cmd("train", "c.net", "--out", out), tmp_path, fault=fault)
         assert cut.returncode == 130, cut.stderr
         words = shlex.split(next(x for x in cut.stderr.splitlines() if "continue with:" in x).split("continue with:")[1])
         stage, epoch, _ = (int(v) for v in fault.split("@")[1].split(":"))
@@ -315,7 +301,7 @@ def test_interrupted_in_each_stage_resumes_bit_identically(tmp_path, schedule, f
             init = assembler.compile(assembler.parse(spec_text(schedule=schedule)), seed=0).state()
             saved = load_file(str(tmp_path / out / "a" / "weights.safetensors"))
             assert all(torch.equal(saved["b" + k[1:]], init[k]) for k in init if k.startswith("a."))
-        again = run(cmd(*words[1:]), tmp_path)
+        again = run(assembler_cmd(*words[1:]), tmp_path)
         assert again.returncode == 0, again.stderr
         same_run(tmp_path / "full" / "a", tmp_path / out / "a")
     last = json.loads((tmp_path / "full/a/metrics.jsonl").read_text().splitlines()[-1])

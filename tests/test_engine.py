@@ -6,10 +6,7 @@ functional steps; devices; per-network metrics."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,9 @@ from safetensors.torch import load_file
 import assembler
 from assembler.errors import CheckError, SpecError
 from assembler.train import functional as fn
+from conftest import SPECS, assembler_cmd
+from conftest import run as run_with
 
-HERE = Path(__file__).resolve().parent
 
 NET = """\
 network {name}(x: [1, 8, 8]) {{
@@ -52,16 +50,8 @@ train n {
 
 
 def run(args, cwd, fault=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ASSEMBLER_PLUGINS": "toyprocs",
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    env.pop("ASSEMBLER_FAULT", None)
-    if fault:
-        env["ASSEMBLER_FAULT"] = fault
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def assembler_cmd(*args):
-    return [str(Path(sys.executable).with_name("assembler")), *args]
+    """`conftest.run` with the toy procedures of tests/toyprocs.py installed."""
+    return run_with(args, cwd, fault, plugins="toyprocs")
 
 
 def resume_words(stderr: str) -> list[str]:
@@ -217,7 +207,7 @@ def test_fitnet_regressors_train_with_the_target_and_are_saved(tmp_path, monkeyp
 def shutil_copy(dest: Path, *names: str) -> None:
     import shutil
     for n in names:
-        shutil.copy(HERE.parent / "specs" / "digits" / n, dest / n)
+        shutil.copy(SPECS / n, dest / n)
 
 
 def test_noise_data_is_label_free_and_shaped_like_the_input():

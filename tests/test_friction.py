@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from assembler.cli import main
+from conftest import cli
 
 SPEC = """\
 network n(x: [1, 8, 8]) {
@@ -24,13 +25,6 @@ train n {
     epochs = 1
 }
 """
-
-
-def cli(*args):
-    r = CliRunner().invoke(main, list(args))
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import assembler
+from conftest import assembler_cmd, run
 from assembler.errors import CheckError, SpecError
 from assembler.matching import FitNetEdge, MetaEdge
 from assembler.train import functional as fn
@@ -334,16 +333,6 @@ def test_training_without_meta_edges_is_a_located_error(tmp_path):
     assert e.value.line == 17 and "l2tww needs 'match ... : meta' edges into 'tgt'" in e.value.message
 
 
-def cli(args, cwd, fault=None):
-    import os
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("ASSEMBLER_FAULT", None)
-    if fault:
-        env["ASSEMBLER_FAULT"] = fault
-    exe = str(Path(sys.executable).with_name("assembler"))
-    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_the_example_trains_resumes_bit_identically_after_sigint_and_show_prints_lambdas(tmp_path):
     import shlex
     import shutil
@@ -351,13 +340,13 @@ def test_the_example_trains_resumes_bit_identically_after_sigint_and_show_prints
     for name in ("l2tww.net", "source.net"):
         shutil.copy(DIGITS / name, tmp_path / name)
     sets = ["--set", "epochs=2", "--set", "batch=16"]
-    full = cli(["train", "l2tww.net", "--out", "full", "-q", *sets], tmp_path)
+    full = run(assembler_cmd("train", "l2tww.net", "--out", "full", "-q", *sets), tmp_path)
     assert full.returncode == 0, full.stderr
-    cut = cli(["train", "l2tww.net", "--out", "cut", *sets], tmp_path, fault="sigint@0:1:1")
+    cut = run(assembler_cmd("train", "l2tww.net", "--out", "cut", *sets), tmp_path, fault="sigint@0:1:1")
     assert cut.returncode == 130, cut.stderr
     line = next(x for x in cut.stderr.splitlines() if "continue with:" in x)
     words = shlex.split(line.split("continue with:", 1)[1])
-    again = cli(words[1:], tmp_path)
+    again = run(assembler_cmd(*words[1:]), tmp_path)
     assert again.returncode == 0, again.stderr
     a, b = tmp_path / "full" / "tgt", tmp_path / "cut" / "tgt"
     wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
@@ -368,14 +357,14 @@ def test_the_example_trains_resumes_bit_identically_after_sigint_and_show_prints
     assert strip(a) == strip(b)
     lams = json.loads((b / "meta.json").read_text())["metrics"]["edge_lambdas"]
     assert lams == json.loads((a / "meta.json").read_text())["metrics"]["edge_lambdas"] and len(lams) == 12
-    shown = cli(["show", str(b)], tmp_path)
+    shown = run(assembler_cmd("show", str(b)), tmp_path)
     assert shown.returncode == 0, shown.stderr
     rows = [x for x in shown.stdout.splitlines() if "src.c" in x and "->" in x]
     assert len(rows) == 12 and all("λ" in r for r in rows)
     assert f"{lams[0]:.3f}" in rows[0] and rows[0].split()[0] == "src.c2"
-    as_json = json.loads(cli(["show", str(b), "--json"], tmp_path).stdout)
+    as_json = json.loads(run(assembler_cmd("show", str(b), "--json"), tmp_path).stdout)
     assert [e["lambda"] for e in as_json["tgt"]["edges"]] == lams
-    drawn = cli(["graph", str(b), "-o", "g.svg"], tmp_path)  # the source's stubs are drawn: the edges show
+    drawn = run(assembler_cmd("graph", str(b), "-o", "g.svg"), tmp_path)  # the source's stubs are drawn: the edges show
     assert drawn.returncode == 0, drawn.stderr
     svg = (tmp_path / "g.svg").read_text()
     assert svg.count('class="match"') == 12 and f"meta λ={lams[0]:.2f}" in svg

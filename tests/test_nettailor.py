@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from conftest import SPECS
+from conftest import SPECS, assembler_cmd, run
 import assembler
 from assembler.cli import main
 from assembler.edits import prune
@@ -133,15 +129,11 @@ def uninterrupted(tmp_path_factory):
     d = tmp_path_factory.mktemp("tailor")
     for f in SPECS.glob("*.net"):
         shutil.copy(f, d / f.name)
-    full = subprocess.run([ASSEMBLER, *RESUMABLE, "--out", "full", "-q"], cwd=d, env=env(), capture_output=True, text=True)
+    full = run(assembler_cmd(*RESUMABLE, "--out", "full", "-q"), d)
     assert full.returncode == 0, full.stderr
     return d
 
 
-ASSEMBLER = str(Path(sys.executable).with_name("assembler"))
-def env(**extra) -> dict:
-    """The subprocesses' environment, read when they start (the session's cache included)."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
 # batch 32: the student's epochs have 17 steps, the teacher's (trained first, in memory) 9, so a
 # fault at step 12 of stage 0 interrupts the student's stage "train", not the teacher
 RESUMABLE = ["train", "tailor.net", "--network", "student", "--set", "epochs=2", "--set", "batch=32",
@@ -155,14 +147,13 @@ def test_ctrl_c_in_each_stage_resumes_as_printed(uninterrupted, fault):
     (stage 2): the checkpoint holds that stage's network, the printed command resumes it, and
     the result equals an uninterrupted run bit for bit."""
     d, out = uninterrupted, f"cut-{fault.split('@')[1].replace(':', '-')}"
-    cut = subprocess.run([ASSEMBLER, *RESUMABLE, "--out", out], cwd=d, env=env(ASSEMBLER_FAULT=fault),
-                         capture_output=True, text=True)
+    cut = run(assembler_cmd(*RESUMABLE, "--out", out), d, fault=fault)
     assert cut.returncode == 130, cut.stderr
     assert f"saved {out};" in cut.stderr and "None" not in cut.stderr
     meta = json.loads((d / out / "meta.json").read_text())
     assert meta["train"]["stage"] == int(fault.split("@")[1][0]) and not meta["train"]["complete"]
     words = shlex.split(cut.stderr.split("continue with:", 1)[1].splitlines()[0])
-    again = subprocess.run([ASSEMBLER, *words[1:]], cwd=d, env=env(), capture_output=True, text=True)
+    again = run(assembler_cmd(*words[1:]), d)
     assert again.returncode == 0, again.stderr
     for name in ("weights.safetensors", "spec.net"):
         assert (d / "full" / name).read_bytes() == (d / out / name).read_bytes()

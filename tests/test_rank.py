@@ -12,15 +12,14 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from conftest import SPECS
+from conftest import cli as run_cli
 import assembler
 from assembler.analysis import Settings, from_assembly, leep, logme, probe_set, rank, spearman, to_json
 from assembler.analysis.depara import rankdata
 from assembler.analysis.features import flat_features, stream
 from assembler.analysis.logme import fit_class
-from assembler.cli import main
 from assembler.data import digits
 
 
@@ -292,11 +291,9 @@ PROBE = 'digits(split="test", classes=[5, 6, 7, 8, 9])'
 
 
 def cli(work, monkeypatch, *args):
+    """`assembler rank ARGS` in the folder `work`."""
     monkeypatch.chdir(work)
-    r = CliRunner().invoke(main, ["rank", *args])
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stdout, r.stderr
+    return run_cli("rank", *args)
 
 
 def test_rank_json_table_and_heat_map(work, monkeypatch):

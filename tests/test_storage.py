@@ -8,20 +8,15 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from conftest import SPECS
+from conftest import SPECS, assembler_cmd, cli, run
 import assembler
 from assembler.atomic import lock
-from assembler.cli import main
 from assembler.errors import CheckpointError
 
 
@@ -39,19 +34,6 @@ train s {
     epochs = 2
 }
 """
-
-
-def cli(*args):
-    r = CliRunner().invoke(main, list(args))
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stdout, r.stderr
-
-
-def sub(args, cwd, **env):
-    full = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    return subprocess.run([str(Path(sys.executable).with_name("assembler")), *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -122,12 +104,12 @@ def test_a_checkpoint_spec_imports_by_id_only(trained, tmp_path):
 
 
 def _train_with_fault(cwd, out, fault, **env):
-    return sub(["train", "user.net", "--out", out, "-q", "--set", "epochs=3"], cwd, ASSEMBLER_FAULT=fault,
+    return run(assembler_cmd("train", "user.net", "--out", out, "-q", "--set", "epochs=3"), cwd, fault=fault,
                ASSEMBLER_NO_EXCHANGE="1", **env)
 
 
 def test_a_crash_between_the_renames_loses_nothing(trained, tmp_path):
-    ok = sub(["train", "user.net", "--out", "full", "-q", "--set", "epochs=3"], tmp_path)
+    ok = run(assembler_cmd("train", "user.net", "--out", "full", "-q", "--set", "epochs=3"), tmp_path)
     assert ok.returncode == 0, ok.stderr
     # the second save of a run replaces the first: crash between its two renames
     crashed = _train_with_fault(tmp_path, "cut", "exit@swap")
@@ -138,7 +120,7 @@ def test_a_crash_between_the_renames_loses_nothing(trained, tmp_path):
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "cut").iterdir() if p.is_dir()) == ["s"]  # debris gone
     assert json.loads((tmp_path / "cut/s/meta.json").read_text())["train"]["epoch"] == 2
-    r = sub(["train", "user.net", "--out", "cut", "-q", "--set", "epochs=3", "--resume"], tmp_path)
+    r = run(assembler_cmd("train", "user.net", "--out", "cut", "-q", "--set", "epochs=3", "--resume"), tmp_path)
     assert r.returncode == 0, r.stderr
     a, b = load_file(str(tmp_path / "full/s/weights.safetensors")), load_file(str(tmp_path / "cut/s/weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -147,13 +129,13 @@ def test_a_crash_between_the_renames_loses_nothing(trained, tmp_path):
 def test_resume_after_a_crash_recovers_and_says_so(trained, tmp_path):
     crashed = _train_with_fault(tmp_path, "cut", "exit@swap")
     assert crashed.returncode == 137
-    r = sub(["train", "user.net", "--out", "cut", "--set", "epochs=3", "--resume"], tmp_path)
+    r = run(assembler_cmd("train", "user.net", "--out", "cut", "--set", "epochs=3", "--resume"), tmp_path)
     assert r.returncode == 0 and "recovered cut/s from a save that a crash interrupted" in r.stderr
 
 
 def test_debris_of_a_crash_after_the_swap_is_cleaned(trained, tmp_path):
-    crashed = sub(["train", "user.net", "--out", "x", "-q", "--set", "epochs=2"], tmp_path,
-                  ASSEMBLER_FAULT="exit@swapped")
+    crashed = run(assembler_cmd("train", "user.net", "--out", "x", "-q", "--set", "epochs=2"), tmp_path,
+                  fault="exit@swapped")
     assert crashed.returncode == 137
     assert any(p.name.endswith(".tmp") or ".old-" in p.name for p in (tmp_path / "x").iterdir())
     assembler.restore(tmp_path / "x" / "s")
@@ -257,12 +239,10 @@ def test_two_runs_that_need_one_import_train_it_once(tmp_path):
     """Two processes started together, each training a spec that imports an untrained spec:
     the import is trained once (the second waits on the cache entry's lock, then reuses it)."""
     import subprocess
-    import sys
     shutil.copy(SPECS / "source.net", tmp_path / "source.net")
     (tmp_path / "user.net").write_text(USER.replace('use "pre" as p', 'use "source.net" as p'))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ASSEMBLER_CACHE": str(tmp_path / "cache")}
-    exe = str(Path(sys.executable).with_name("assembler"))
-    runs = [subprocess.Popen([exe, "train", "user.net", "--out", f"o{i}"], cwd=tmp_path, env=env,
+    runs = [subprocess.Popen(assembler_cmd("train", "user.net", "--out", f"o{i}"), cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
     outputs = [r.communicate(timeout=600) for r in runs]
     assert all(r.returncode == 0 for r in runs), outputs

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import SPECS
+from conftest import SPECS, cli
 import assembler
-from assembler.cli import main
 
 
 
@@ -28,13 +26,6 @@ def work(tmp_path, monkeypatch):
         shutil.copy(f, tmp_path / f.name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def cli(*args) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, list(args))
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stdout, r.stderr
 
 
 def weights_equal(a: Path, b: Path) -> bool:
