@@ -11,8 +11,6 @@ import functools
 import json
 import shlex
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +20,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import SPECS, assembler_cmd, cli, run
+from conftest import SPECS, assembler_cmd, cli, run, torchrun_cmd
 import assembler
 from assembler.pseudograd import max_as_avg_pool, pseudo_jacobian, pseudo_relu, x_independent
 from assembler.train.backdistill import BackDistill
@@ -283,10 +281,9 @@ def test_interrupted_backdistill_resumes_bit_identically(work):
 def test_torchrun_two_processes_average_the_adapter_gradients(work):
     """Double backward cannot go through DDP: two gloo ranks train plain graphs on their halves
     of the samples and average the gradients by hand, so both end with the same adapter."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    r = run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "transplant.net", "--set",
+    r = run(torchrun_cmd("train", "transplant.net", "--set",
               "procedure=backdistill_ranks(teacher=cats.three, at=h)", "--set", "epochs=2", "--set", "batch=8",
-              "--out", "ddp", "-q"], work, plugins="bdranks")
+              "--out", "ddp", "-q"), work, plugins="bdranks")
     assert r.returncode == 0, r.stderr
     final = json.loads((work / "ddp/student/meta.json").read_text())["metrics"]
     assert final["ranks"] == 2 and final["ranks_agree"] is True
@@ -302,11 +299,10 @@ def test_two_ranks_equal_one_process_with_their_batches_together(tmp_path):
     joining the process group)."""
     for f in SPECS.glob("*.net"):
         shutil.copy(f, tmp_path / f.name)
-    torchrun = Path(sys.executable).with_name("torchrun")
     cache = str(tmp_path / "cache")
-    r = run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "transplant.net", "--set",
+    r = run(torchrun_cmd("train", "transplant.net", "--set",
               "procedure=backdistill_ranks(teacher=cats.three, at=h, projections=0)", "--set", "epochs=2",
-              "--set", "batch=4", "--out", "ddp", "-q"], tmp_path, plugins="bdranks", ASSEMBLER_CACHE=cache)
+              "--set", "batch=4", "--out", "ddp", "-q"), tmp_path, plugins="bdranks", ASSEMBLER_CACHE=cache)
     assert r.returncode == 0, r.stderr
     one = run(assembler_cmd("train", "transplant.net", "--set", "procedure=backdistill(teacher=cats.three, at=h, "
                           "projections=0)", "--set", "epochs=2", "--set", "batch=8", "--out", "one", "-q"),

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SPECS, cli
+from conftest import SPECS, cli, run, torchrun_cmd
 import assembler
 
 
@@ -144,11 +144,7 @@ def test_distill_trains_against_a_teacher(work):
 
 
 def test_torchrun_two_processes(work):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "assembler", "train", "source.net",
-                        "--set", "epochs=2", "--out", "ddp", "-q"], cwd=work, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = run(torchrun_cmd("train", "source.net", "--set", "epochs=2", "--out", "ddp", "-q"), work)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("cnn: test accuracy") == 1  # rank 0 alone reports and writes
     lines = [json.loads(x) for x in (work / "ddp/cnn/metrics.jsonl").read_text().splitlines()]
