@@ -81,6 +81,15 @@ def workdir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    """A fresh folder, made the current one, holding copies of the example specs."""
+    for f in SPECS.glob("*.net"):
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def pytest_configure(config):
     # Two test workers on two cores: one thread each, also in the subprocesses tests start.
     # (Tiny digits models run many times slower when threads oversubscribe the cores.)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import shlex
-import shutil
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import SPECS, assembler_cmd, cli, run, torchrun_cmd
+from conftest import assembler_cmd, cli, run, torchrun_cmd
 import assembler
 from assembler.pseudograd import max_as_avg_pool, pseudo_jacobian, pseudo_relu, x_independent
 from assembler.train.backdistill import BackDistill
@@ -46,14 +45,6 @@ train student {
     epochs = 20
 }
 """
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    for f in SPECS.glob("*.net"):
-        shutil.copy(f, tmp_path / f.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture
@@ -291,28 +282,26 @@ def test_torchrun_two_processes_average_the_adapter_gradients(work):
     assert [m.get("stage") for m in lines] == [None, None, "final"] and {"ce", "match"} <= lines[1].keys()
 
 
-def test_two_ranks_equal_one_process_with_their_batches_together(tmp_path):
+def test_two_ranks_equal_one_process_with_their_batches_together(work):
     """torchrun with 2 ranks of batch 4 takes the steps one process takes with batch 8 (rank r
     gets samples r, r+2, ... of the epoch's order; the gradients are averaged): the adapters
     agree to float rounding. The cache starts empty, so the import is trained first, by one
     rank while the other waits on its lock (they used to deadlock, one in the lock and one
     joining the process group)."""
-    for f in SPECS.glob("*.net"):
-        shutil.copy(f, tmp_path / f.name)
-    cache = str(tmp_path / "cache")
+    cache = str(work / "cache")
     r = run(torchrun_cmd("train", "transplant.net", "--set",
               "procedure=backdistill_ranks(teacher=cats.three, at=h, projections=0)", "--set", "epochs=2",
-              "--set", "batch=4", "--out", "ddp", "-q"), tmp_path, plugins="bdranks", ASSEMBLER_CACHE=cache)
+              "--set", "batch=4", "--out", "ddp", "-q"), work, plugins="bdranks", ASSEMBLER_CACHE=cache)
     assert r.returncode == 0, r.stderr
     one = run(assembler_cmd("train", "transplant.net", "--set", "procedure=backdistill(teacher=cats.three, at=h, "
                           "projections=0)", "--set", "epochs=2", "--set", "batch=8", "--out", "one", "-q"),
-               tmp_path, ASSEMBLER_CACHE=cache)
+               work, ASSEMBLER_CACHE=cache)
     assert one.returncode == 0, one.stderr
-    a, b = load_file(str(tmp_path / "ddp/student/weights.safetensors")), load_file(str(tmp_path / "one/student/weights.safetensors"))
+    a, b = load_file(str(work / "ddp/student/weights.safetensors")), load_file(str(work / "one/student/weights.safetensors"))
     assert a.keys() == b.keys() == {"student.h.0.weight", "student.h.0.bias"}
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), (k, float((a[k] - b[k]).abs().max()))
     from assembler.resolve import read
-    initial = assembler.compile(read(tmp_path / "transplant.net"), imports=False).modules[
+    initial = assembler.compile(read(work / "transplant.net"), imports=False).modules[
         "student.h.0"].weight.detach()
     assert (a["student.h.0.weight"] - initial).abs().max() > 1e-3  # it trained

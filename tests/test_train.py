@@ -6,26 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import SPECS, cli, run, torchrun_cmd
 import assembler
 
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    for f in SPECS.glob("*.net"):
-        shutil.copy(f, tmp_path / f.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def weights_equal(a: Path, b: Path) -> bool:
