@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import faults
 from .errors import CheckpointError, Diagnostic, SpecError
+from .locate import META
 
 COMPLETE = "meta.json.sha256"  # the file a complete version ends with
 _RENAME_EXCHANGE = 2
@@ -141,7 +142,7 @@ def recover(target: Path) -> bool:
 def _written(d: Path) -> tuple:
     """When a complete copy was written: meta.json's time, then its completion file's mtime."""
     try:
-        created = json.loads((d / "meta.json").read_text())["created"]
+        created = json.loads((d / META).read_text())["created"]
     except (OSError, ValueError, KeyError, TypeError):
         created = ""
     return (str(created), (d / COMPLETE).stat().st_mtime_ns)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from . import ir
 from .errors import Diagnostic, SpecError, diagnostic
-from .locate import NotFound, locate
+from .locate import META, SPEC, NotFound, locate
 from .parser import parse
 from .scope import Imported
 
-CHECKPOINT_SPEC = "spec.net"
+CHECKPOINT_SPEC = SPEC  # what `use DIR` reads of a checkpoint directory
 SPEC_SUFFIX = ".net"
 
 
@@ -121,7 +121,7 @@ def self_path(spec: ir.Spec) -> str | None:
 def in_checkpoint(spec: ir.Spec) -> bool:
     """Whether a spec is a checkpoint's own `spec.net` (its imports are content ids only)."""
     p = Path(spec.filename)
-    return p.name == CHECKPOINT_SPEC and (p.parent / "meta.json").is_file()
+    return p.name == CHECKPOINT_SPEC and (p.parent / META).is_file()
 
 
 def target_of(spec: ir.Spec, use: ir.Use) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 ID = re.compile(r"sha256:([0-9a-f]{32,64})")
+SPEC, WEIGHTS, META = "spec.net", "weights.safetensors", "meta.json"  # a checkpoint's files (store.py)
 IMPORTS = "imports"  # a checkpoint's folder of bundled imports, by id
 INDEX = "ids"  # the cache's folder of checkpoints (or pointer files to them) by id
 
@@ -93,8 +94,8 @@ def _by_content(folder: Path, cid: str) -> Path | None:
         return None
     for d in entries:
         try:
-            hashes = json.loads((d / "meta.json").read_text(encoding="utf-8"))["hashes"]
-            if content_id(hashes["spec.net"], hashes["weights.safetensors"]) == cid:
+            hashes = json.loads((d / META).read_text(encoding="utf-8"))["hashes"]
+            if content_id(hashes[SPEC], hashes[WEIGHTS]) == cid:
                 return d
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from safetensors.torch import load_file
 
 from .errors import CheckpointError, Diagnostic
-from .locate import content_id
+from .locate import META, SPEC, WEIGHTS, content_id
 
 FORMAT = "assembler-checkpoint/2"
 FORMATS = ("assembler-checkpoint/1", FORMAT)  # /1: imports by path, meta.json not hashed
-SPEC, WEIGHTS, META, METRICS = "spec.net", "weights.safetensors", "meta.json", "metrics.jsonl"
+METRICS = "metrics.jsonl"
 META_HASH = "meta.json.sha256"  # the hash of meta.json, which holds the hashes of the other files
 
 

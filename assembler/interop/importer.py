@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import Diagnostic, SpecError
+from ..locate import SPEC
 from .spec_writer import write
 from .trace import Traced, UnsupportedError, trace
 
@@ -64,7 +65,7 @@ def from_torch(model: nn.Module, inputs: dict[str, tuple[int, ...]] = {"x": (3, 
     from ..checkpoint import save
     save(asm, target, extra={"imported": {"source": where, "network": name, "params": params,
                                           "max_abs_diff": diff, "inputs": {k: list(v) for k, v in inputs.items()}}})
-    return Imported(target, name, params, diff, (target / "spec.net").read_text(encoding="utf-8"), written.templates)
+    return Imported(target, name, params, diff, (target / SPEC).read_text(encoding="utf-8"), written.templates)
 
 
 # ---------------------------------------------------------------------------------------------

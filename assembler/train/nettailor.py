@@ -40,7 +40,6 @@ from ..graph import CheckedNetwork, GatePath, gate_paths
 from ..parser import parse
 from ..printer import format_spec
 from ..resolve import expand
-from ..settings import plugins
 from .evaluation import evaluate
 from .procedure import Batch, Optim, Outcome, Procedure, Stage, Step, first_output
 from .tailor import Latency, choose, path_costs, prune_assembly, removable_blocks, table
@@ -127,12 +126,6 @@ class NetTailor(Procedure):
 
     name = "nettailor"
     ddp = False  # the student runs with taps (a plain graph); gradients are averaged by hand
-    @property
-    def validation(self) -> float:
-        """The share held out when the section sets none (k is never chosen on the test data):
-        the plug-in entry's, read when needed (a plug-in module may import this one)."""
-        return plugins("procedure")["nettailor"].validation
-
     def __init__(self, ctx):
         super().__init__(ctx)
         self.base = ctx.asm  # the untailored student's Assembly
@@ -220,7 +213,7 @@ class NetTailor(Procedure):
             "student_test_accuracy": evaluate(student, test)["accuracy"] if test is not None else None,
             "student_params": self.base.checked.params(net), "student_flops": self.base.checked.flops(net),
             "teacher_flops": _flops(self.base, self.teacher_name),
-            "held_out": len(val), "validation": self.ctx.settings.get("validation", self.validation),
+            "held_out": len(val), "validation": self.ctx.settings.get("validation", 0.0),
             "teacher_held_out": self._teacher_held_out(), "tolerance": self.ctx.args["tolerance"],
             "student_latency": self.latency(student) if self.latency else None}
         if self.reference["teacher_held_out"] is not True and not self.ctx.quiet:
@@ -231,13 +224,12 @@ class NetTailor(Procedure):
         share), else why its held-out accuracy may be optimistic."""
         trains, name = _sections_of(self.base, self.teacher_name)
         mine = self.ctx.settings
-        share = mine.get("validation", self.validation)
+        share = mine.get("validation", 0.0)
         for t in trains:
             if name not in t.networks:
                 continue
             theirs = t.settings
-            proc = theirs.get("procedure", {"name": "finetune"})["name"]
-            their_share = theirs.get("validation", getattr(plugins("procedure").get(proc), "validation", 0.0))
+            their_share = theirs.get("validation", 0.0)  # filled in by `check` (passes._held_out_shares)
             first = lambda d: d[0] if isinstance(d, list) else d  # noqa: E731
             if (first(theirs.get("data")), theirs.get("seed", 0), their_share) == (first(mine["data"]),
                                                                                    mine["seed"], share):

@@ -122,7 +122,6 @@ class Procedure:
     name = "procedure"
     cacheable = False  # True when every step only calls ctx.model(network) on its batch
     ddp = True  # steps go through ctx.model (DDP wrappers); False: gradients are averaged by hand
-    validation = 0.0  # share of the training data held out (stratified) for the procedure's choices
     uses_edges = False  # the trained networks' matching edges are part of the model (their regressors train)
 
     def __init__(self, ctx: Context):

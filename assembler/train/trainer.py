@@ -89,10 +89,11 @@ class Trainer:
         self.stages = self.procedure.stages()
 
     def _hold_out(self) -> None:
-        """Keep the section's `validation` share (else the procedure's `validation`) of every
-        training source out of training: a seeded, stratified split, so every section with the
-        same data and seed holds out the same samples. `ctx.val_data`: the first source's."""
-        share = self.settings.get("validation", self.procedure.validation)
+        """Keep the section's `validation` share (which `check` fills in from the procedure's
+        plug-in entry or the student's section when the spec writes none) of every training
+        source out of training: a seeded, stratified split, so every section with the same data
+        and seed holds out the same samples. `ctx.val_data`: the first source's."""
+        share = self.settings.get("validation", 0.0)
         if share <= 0:
             return
         splits: dict[int, tuple] = {}
