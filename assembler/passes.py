@@ -378,13 +378,11 @@ def _held_out_shares(sections: list[TrainSection]) -> list[TrainSection]:
     """Each section's `validation` share made explicit where the spec does not write it: the
     procedure's own default (NetTailor's 0.2), and, for the section that trains another
     section's `teacher` on the same data with the same seed, that section's share, so that a
-    teacher never trains on the samples its student's choices are measured on (LANGUAGE.md, decision 36)."""
+    teacher never trains on the samples its student's choices are measured on (LANGUAGE.md,
+    decision 36)."""
     def share(t: TrainSection) -> float:
         plugin = settings_mod.plugins("procedure").get(t.settings.get("procedure", {}).get("name"))
         return t.settings.get("validation", plugin.validation if plugin is not None else 0.0)
-
-    def first(data):
-        return data[0] if isinstance(data, list) else data
 
     out = [t if "validation" in t.settings or not share(t) else
            t.model_copy(update={"settings": {**t.settings, "validation": share(t)}}) for t in sections]
@@ -394,8 +392,7 @@ def _held_out_shares(sections: list[TrainSection]) -> list[TrainSection]:
         i = by_network.get(teacher) if isinstance(teacher, str) else None
         if i is None or "validation" in sections[i].settings or not share(t):
             continue
-        mine, theirs = t.settings, sections[i].settings
-        if (first(mine.get("data")), mine.get("seed", 0)) == (first(theirs.get("data")), theirs.get("seed", 0)):
+        if settings_mod.held_out_source(t.settings) == settings_mod.held_out_source(sections[i].settings):
             out[i] = out[i].model_copy(update={"settings": {**out[i].settings, "validation": share(t)}})
     return out
 

@@ -38,6 +38,7 @@ from ..checks.nettailor import teacher_pairs
 from ..errors import Diagnostic, SpecError, place
 from ..graph import CheckedNetwork, GatePath, gate_paths
 from ..parser import parse
+from ..settings import held_out_source
 from ..printer import format_spec
 from ..resolve import expand
 from .evaluation import evaluate
@@ -230,9 +231,7 @@ class NetTailor(Procedure):
                 continue
             theirs = t.settings
             their_share = theirs.get("validation", 0.0)  # filled in by `check` (passes._held_out_shares)
-            first = lambda d: d[0] if isinstance(d, list) else d  # noqa: E731
-            if (first(theirs.get("data")), theirs.get("seed", 0), their_share) == (first(mine["data"]),
-                                                                                   mine["seed"], share):
+            if (held_out_source(theirs), their_share) == (held_out_source(mine), share):
                 return True
             return (f"the teacher's section does not hold out the same samples (its data, seed or validation share "
                     f"differ: {their_share} vs {share}), so its held-out accuracy, which k is chosen "
