@@ -16,7 +16,8 @@
 - identical computations on the same value shared (common-subexpression elimination): two
   proxies max-pooling one map with one window compute it once;
 - conv and linear layers called as torch functions on their weights (no module overhead);
-- channels-last memory format (`channels_last=True`, the default of `compile`).
+- channels-last memory format (`channels_last=True`, the default of `compile`);
+- the weights the graph reads registered on the GraphModule itself (one attribute lookup each).
 
 Every pass is also a pure function GraphModule -> GraphModule (`fold_batchnorm(gm)`, ...):
 it works on a deep copy, so the training graph and the modules that networks share are never
@@ -74,7 +75,7 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
     `check_with` (inputs), the result is checked against `gm` as `compile` does."""
     out = _copy(gm)
     for rewrite in (_drop_dropout, _inline_proxies, _fold_gates, _fold_batchnorm, _fold_scales,
-                    _fuse_scaled_adds, _share_common, fuse.merge_parallel_convs):
+                    _fuse_scaled_adds, _share_common, fuse.merge_parallel_convs, fuse.merge_identity):
         rewrite(out)
         _tidy(out)
     if check_with is not None:  # shapes tell which values can be concatenated or overwritten
@@ -92,6 +93,8 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
         _shapes(out, check_with)
         fuse.in_place(out)
         _tidy(out)
+    _flat_constants(out)
+    _tidy(out)
     if check_with is not None:
         diff = max_abs_diff(gm, out, check_with)
         scale = max((float(t.abs().max()) for t in outputs(gm, check_with) if t.numel()), default=0.0)
@@ -415,6 +418,32 @@ def _direct_calls(gm: fx.GraphModule) -> None:
             continue
         node.replace_all_uses_with(call)
         graph.erase_node(node)
+
+
+def _flat_constants(gm: fx.GraphModule) -> None:
+    """Every weight the graph reads registered on the GraphModule itself, under its dotted path
+    with "_" for ".": `self.pre_b1_0_h_0_weight` is one attribute lookup where
+    `getattr(getattr(self.pre.b1, "0").h, "0").weight` is five, and at batch 1 those lookups
+    took a third of a small network's time (benchmarks/bench_inference.py)."""
+    flat: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op != "get_attr" or "." not in node.target:
+            continue
+        if node.target not in flat:
+            owner, _, leaf = node.target.rpartition(".")
+            value = getattr(gm.get_submodule(owner), leaf)
+            if not isinstance(value, torch.Tensor):
+                continue
+            base = name = node.target.replace(".", "_")
+            i = 1
+            while hasattr(gm, name):
+                name, i = f"{base}_{i}", i + 1
+            if isinstance(value, nn.Parameter):
+                gm.register_parameter(name, value)
+            else:
+                gm.register_buffer(name, value)
+            flat[node.target] = name
+        node.target = flat[node.target]
 
 
 def _as_channels_last(x: torch.Tensor) -> torch.Tensor:

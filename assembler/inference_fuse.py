@@ -9,10 +9,14 @@ costs more than its arithmetic, so the sum is rewritten with fewer calls:
   dilation, centred alike, summed (a 1x1 proxy beside the 3x3 conv of a block that reads the
   same binding) become one convolution whose kernel is the sum of the centred kernels
   (RepVGG's re-parameterisation; exact up to rounding).
+- `merge_identity`: a value summed beside a conv of itself that keeps its shape (a residual
+  block's skip beside a proxy of the block's input) becomes that conv with the identity added
+  to its kernel's centre (RepVGG's identity branch; exact up to rounding).
 - `concat_convs`: 1x1 stride-1 convolutions of *different* values of one spatial size,
   summed, become one 1x1 convolution of their channel concatenation; when every one of
-  those values is the same max-pool (one reader each) of its own source, the pool runs
-  once on the concatenated sources (a max-pool acts per channel).
+  those values is the same max-pool (one reader each) of its own source, the pooled values are
+  concatenated by one `pooled_cat` call, which at small sizes pools the concatenation once
+  (a max-pool acts per channel) and at large sizes pools first (less to copy).
 - `in_place`: a ReLU or an addition whose first operand is a fresh intermediate that nothing
   else reads writes into it (no new buffer: at batch 256 these ops are memory-bound).
 
@@ -156,6 +160,55 @@ def _merged_kernel(gm: fx.GraphModule, where: fx.Node, members: list) -> fx.Node
     return _new_conv(gm, where, members[0][0].args[0], conv, members[0][0].target.replace(".", "_"))
 
 
+def merge_identity(gm: fx.GraphModule) -> None:
+    """A value summed beside a conv of itself (stride 1, dilation 1, groups 1, as many output
+    channels as input, centred so that the output aligns with the input) -> that conv with
+    the identity added at its kernel's centre: c * x + d * conv(x) = conv'(x) (RepVGG's
+    identity branch; a residual block's skip beside a NetTailor proxy of the same input)."""
+    for root in _roots(gm):
+        terms: list = []
+        _terms(root, 1.0, terms)
+        convs = {}
+        for value, c in terms:
+            m = _conv(gm, value)
+            if m is not None and m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1 \
+                    and m.in_channels == m.out_channels and _centre(m) == (0, 0):
+                convs.setdefault(id(value.args[0]), (value, c, m))
+        pairs = {}
+        for value, c in terms:
+            hit = convs.get(id(value)) if isinstance(value, fx.Node) else None
+            if hit is not None and id(hit[0]) not in pairs and sum(v is value for v, _ in terms) == 1:
+                pairs[id(hit[0])] = (value, c)
+        if not pairs:
+            continue
+        identities = {id(v) for v, _ in pairs.values()}
+        new_terms = []
+        for value, c in terms:
+            if id(value) in identities:
+                continue
+            if id(value) in pairs:
+                x, cx = pairs[id(value)]
+                new_terms.append((_with_identity(gm, root, value, c, cx), 1.0))
+            else:
+                new_terms.append((value, c))
+        _rebuild(gm, root, new_terms)
+
+
+def _with_identity(gm: fx.GraphModule, where: fx.Node, node: fx.Node, c: float, cx: float) -> fx.Node:
+    """The conv node computing c * conv(x) + cx * x for the conv `node` of x."""
+    m = gm.get_submodule(node.target)
+    conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, 1, m.padding, bias=True)
+    with torch.no_grad():
+        weight = c * m.weight.double()
+        kh, kw = m.kernel_size[0] // 2, m.kernel_size[1] // 2
+        idx = torch.arange(m.out_channels)
+        weight[idx, idx, kh, kw] += cx
+        bias = c * m.bias.double() if m.bias is not None else torch.zeros(m.out_channels, dtype=torch.float64)
+        conv.weight.copy_(weight.to(m.weight.dtype))
+        conv.bias.copy_(bias.to(m.weight.dtype))
+    return _new_conv(gm, where, node.args[0], conv, node.target.replace(".", "_"))
+
+
 def stack_sibling_convs(gm: fx.GraphModule) -> None:
     """Convs of one value with the same geometry (kernel, stride, padding, dilation, groups 1),
     wherever their outputs go -> one conv with their output channels stacked, each reader
@@ -221,15 +274,36 @@ def _concatenated(gm: fx.GraphModule, where: fx.Node, members: list) -> fx.Node:
         conv.bias.copy_(sum((c * m.bias.double() if m.bias is not None else torch.zeros(out_c, dtype=torch.float64))
                             for _, c, m in members).to(conv.bias.dtype))
     with gm.graph.inserting_before(where):
-        x = gm.graph.call_function(torch.cat, (list(inputs), 1))
         if pooled:
-            x = gm.graph.call_function(F.max_pool2d, (x, *sources[0].args[1:]), dict(sources[0].kwargs))
+            x = gm.graph.call_function(pooled_cat, (list(inputs), *sources[0].args[1:]), dict(sources[0].kwargs))
+        else:
+            x = gm.graph.call_function(torch.cat, (list(inputs), 1))
     return _new_conv(gm, where, x, conv, members[0][0].target.replace(".", "_"))
+
+
+# Below this many elements, concatenating first and pooling once is faster (one call instead
+# of one per source); above it, pooling first is (the concatenation copies 1/stride^2 of the
+# data, and no buffer larger than the sources is allocated).
+POOL_CAT_SMALL = 1 << 16
+
+
+def pooled_cat(tensors: list[torch.Tensor], kernel: int, stride: int, padding: int = 0) -> torch.Tensor:
+    """torch.cat([F.max_pool2d(t, kernel, stride, padding) for t in tensors], 1), computed as one
+    pool of the concatenation when the tensors are small (a max-pool acts per channel, so both
+    orders give the same values)."""
+    if not _tracing(tensors[0]) and sum(t.numel() for t in tensors) <= POOL_CAT_SMALL:
+        return F.max_pool2d(torch.cat(tensors, 1), kernel, stride, padding)
+    return torch.cat([F.max_pool2d(t, kernel, stride, padding) for t in tensors], 1)
+
+
+def _tracing(t: torch.Tensor) -> bool:
+    """Whether `t` is being traced (torch.export, torch.compile): then no branch on its size."""
+    return torch.compiler.is_compiling() or not isinstance(t.shape[0], int)
 
 
 def _common_pool(sources: list) -> bool:
     """Whether every source is one max-pool (same window) read only here, of a value of one
-    size: then the pool can run once on the concatenated sources."""
+    size: then one `pooled_cat` computes them together."""
     if not all(isinstance(s, fx.Node) and s.op == "call_function" and s.target is F.max_pool2d and len(s.users) == 1
                for s in sources):
         return False
@@ -275,4 +349,4 @@ def _same_shape(a: fx.Node, out: fx.Node) -> bool:
     return ma is not None and mo is not None and tuple(ma.shape) == tuple(mo.shape) and ma.dtype == mo.dtype
 
 
-__all__ = ["merge_parallel_convs", "concat_convs", "in_place"]
+__all__ = ["merge_parallel_convs", "merge_identity", "stack_sibling_convs", "concat_convs", "in_place"]

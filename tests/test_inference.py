@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import SPECS
 import assembler
-from assembler import inference
+from assembler import inference, inference_fuse
 from assembler.modules import Gate, Proxy
 
 TOL = 1e-5
@@ -242,7 +242,6 @@ def test_a_1x1_conv_beside_a_3x3_conv_of_the_same_value_folds_into_its_centre():
             return torch.add(self.k3(x), self.k1(x), alpha=0.25)
 
     from torch import fx
-    from assembler import inference_fuse
     m = Two().eval()
     gm = fx.symbolic_trace(m)
     inference_fuse.merge_parallel_convs(gm)
@@ -258,15 +257,53 @@ def test_a_1x1_conv_beside_a_3x3_conv_of_the_same_value_folds_into_its_centre():
 
 def test_sums_of_convolutions_run_as_fewer_convolutions():
     """c: the block's 3x3 conv and b's 1x1 proxy read b (one conv); the proxies of a and x
-    pool two maps of one size alike (one pool of their concatenation, one 1x1 conv); d's two
-    paths read different values and stay: 6 convs instead of 8, computing the same."""
+    pool two maps of one size alike (one pooled concatenation, one 1x1 conv); d's two paths
+    read different values and stay: 6 convs instead of 8, computing the same, at a batch
+    small enough to pool the concatenation once and one large enough to pool first."""
     asm = assembler.compile(assembler.parse(SUMS), seed=0)
     _randomise(asm)
     opt = inference.compile(asm, "n", channels_last=False)
     assert inference.max_abs_diff(asm["n"], opt, _x(asm, "n", batch=5)) < TOL
     kernels = sorted(tuple(w.shape) for w in _conv_weights(opt))
     assert kernels == [(8, 4, 3, 3), (8, 8, 1, 1), (8, 8, 3, 3), (8, 8, 3, 3), (8, 8, 3, 3), (8, 12, 1, 1)]
-    assert len(_calls(opt, torch.cat)) == 1 and len(_calls(opt, F.max_pool2d)) == 2
+    assert len(_calls(opt, inference_fuse.pooled_cat)) == 1 and len(_calls(opt, F.max_pool2d)) == 1
+    assert inference.max_abs_diff(asm["n"], opt, _x(asm, "n", batch=2000)) < TOL
+
+
+@pytest.mark.parametrize("batch", [1, 3000])
+def test_pooled_cat_pools_each_tensor(batch):
+    """Whichever order it computes in (concatenation first when small, pools first when
+    large), the values are the list formula's."""
+    g = torch.Generator().manual_seed(batch)
+    xs = [torch.randn(batch, c, 6, 6, generator=g) for c in (2, 3, 5)]
+    got = inference_fuse.pooled_cat(xs, 3, 2, 1)
+    assert torch.equal(got, torch.cat([F.max_pool2d(x, 3, 2, 1) for x in xs], 1))
+
+
+def test_a_value_beside_a_conv_of_itself_folds_into_the_kernel_as_the_identity():
+    """relu(conv1(x) + 0.5 * (conv3(x) + x)): the skip x joins the 1x1 conv of x
+    (W' = W1 + 0.5 * I), leaving two convs and one addition."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k3, self.k1 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return torch.relu(torch.add(self.k1(x), torch.add(self.k3(x), x), alpha=0.5))
+
+    from torch import fx
+    m = Block().eval()
+    gm = fx.symbolic_trace(m)
+    inference_fuse.merge_identity(gm)
+    gm.graph.eliminate_dead_code(), gm.recompile()
+    x = torch.randn(3, 4, 5, 5)
+    assert torch.allclose(gm(x), m(x), atol=TOL)
+    convs = {tuple(gm.get_submodule(n.target).weight.shape): gm.get_submodule(n.target)
+             for n in gm.graph.nodes if n.op == "call_module"}
+    expected = m.k1.weight.detach().clone()
+    expected[:, :, 0, 0] += 0.5 * torch.eye(4)
+    assert torch.allclose(convs[(4, 4, 1, 1)].weight, expected)
+    assert sum(n.op == "placeholder" or n.target in (operator.add, torch.add) for n in gm.graph.nodes) == 2
 
 
 def test_convolutions_of_one_value_are_stacked():
