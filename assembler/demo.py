@@ -13,6 +13,7 @@ import torch
 from . import load
 from .checkpoint import restore
 from . import draw
+from .allocator import steady_allocator
 from .summary import learned_weights, network_summary
 from .resolve import check
 from .train.evaluation import evaluate
@@ -24,6 +25,7 @@ SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 
 def main(out: Path = Path("runs/demo")) -> int:
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes
+    steady_allocator()  # stable batch-256 timings (assembler.measure)
     print("== checking the example specs")
     for f in sorted(SPECS.glob("*.net")):
         checked = check(load(f))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from assembler.allocator import steady_allocator
 import assembler
 from assembler import data
 from assembler.train.backdistill import BackDistill
@@ -57,6 +58,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "backdistill_step.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
     torch.manual_seed(0)
     ensure_trained(SPEC.parent / "categories.net", quiet=True)
     asm = assembler.compile(assembler.load(SPEC))

@@ -16,6 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from assembler.allocator import steady_allocator
 import assembler
 from assembler import data
 from assembler.train.prefix import cached
@@ -52,6 +53,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
     asm = assembler.compile(assembler.parse(SPEC))
     ds = data.digits(split="train")
     params = asm.trainable_parameters("student")

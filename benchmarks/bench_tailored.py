@@ -8,6 +8,7 @@ does (the example's own settings); an existing checkpoint is reused (--checkpoin
 is trained (about a minute).
 
     python benchmarks/bench_tailored.py [--checkpoint runs/demo/tailored] [--rounds 200] [--threads 1]
+                                        [--adaptive-malloc]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from assembler import inference, load
+from assembler.allocator import steady_allocator
 from assembler.checkpoint import restore
 from assembler.train.run import train_spec
 
@@ -39,13 +41,17 @@ def main() -> int:
     ap.add_argument("--checkpoint", type=Path, default=Path("runs/demo/tailored"))
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--adaptive-malloc", action="store_true",
+                    help="keep glibc's adaptive mmap/trim thresholds (default: fixed, assembler.measure.steady_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    steady = False if args.adaptive_malloc else steady_allocator()
     asm = tailored(args.checkpoint)
     final = asm.meta.get("metrics", {})
     nets = {"tailored": inference.compile(asm, "student"), "teacher": inference.compile(asm, "teacher"),
             "tailored, training graph": asm["student"].eval(), "teacher, training graph": asm["teacher"].eval()}
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds; the tailored "
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds, glibc malloc "
+          f"thresholds {'fixed' if steady else 'adaptive'}; the tailored "
           f"network keeps k={final.get('chosen_k')}: {asm.checked.flops('student'):,} FLOPs against the teacher's "
           f"{asm.checked.flops('teacher'):,} ({asm.checked.flops('student') / asm.checked.flops('teacher'):.1%})")
     print("| batch | teacher (inference) | tailored / teacher, inference-compiled | tailored / teacher, training graphs |")

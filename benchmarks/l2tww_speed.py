@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from assembler.allocator import steady_allocator
 import assembler
 from assembler.train.optim import Optimizers
 from assembler.train.procedure import Stage, first_output
@@ -206,6 +207,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/l2tww_speed.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
     rel = same_hypergradient(args.batch)
     ours_proc, ours_opts, batch = setup(args.batch)
     rep_proc, rep_opts, _ = setup(args.batch)

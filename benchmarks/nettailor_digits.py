@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from assembler.allocator import steady_allocator
 import assembler
 from assembler.resolve import read
 from assembler.train.run import apply_sets, train_spec
@@ -204,6 +205,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 epochs, 1 per k: checks the script, measures nothing")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
     os.environ.setdefault("ASSEMBLER_THREADS", "1")
     work = args.out / "specs"
     work.mkdir(parents=True, exist_ok=True)
