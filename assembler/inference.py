@@ -92,6 +92,7 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
     if check_with is not None:
         _shapes(out, check_with)
         fuse.in_place(out)
+        fuse.add_relu(out)
         _tidy(out)
     _flat_constants(out)
     _tidy(out)

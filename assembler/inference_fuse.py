@@ -17,6 +17,7 @@ costs more than its arithmetic, so the sum is rewritten with fewer calls:
   those values is the same max-pool (one reader each) of its own source, the pooled values are
   concatenated by one `pooled_cat` call, which at small sizes pools the concatenation once
   (a max-pool acts per channel) and at large sizes pools first (less to copy).
+- `add_relu`: a ReLU of a sum read only by it becomes ATen's fused add-ReLU (one pass).
 - `in_place`: a ReLU or an addition whose first operand is a fresh intermediate that nothing
   else reads writes into it (no new buffer: at batch 256 these ops are memory-bound).
 
@@ -212,7 +213,7 @@ def _with_identity(gm: fx.GraphModule, where: fx.Node, node: fx.Node, c: float, 
 def stack_sibling_convs(gm: fx.GraphModule) -> None:
     """Convs of one value with the same geometry (kernel, stride, padding, dilation, groups 1),
     wherever their outputs go -> one conv with their output channels stacked, each reader
-    taking its slice (two proxies of one pooled map, feeding two gates)."""
+    taking its part of one `split` (two proxies of one pooled map, feeding two gates)."""
     siblings: dict[tuple, list] = {}
     for n in gm.graph.nodes:
         m = _conv(gm, n)
@@ -228,12 +229,12 @@ def stack_sibling_convs(gm: fx.GraphModule) -> None:
                                        for m in convs]))
         first = min((n for n, _ in group), key=lambda n: _position(gm, n))
         stacked = _new_conv(gm, first, first.args[0], conv, first.target.replace(".", "_"))
-        start = 0
-        for n, m in group:
-            with gm.graph.inserting_after(stacked):
-                part = gm.graph.call_method("narrow", (stacked, 1, start, m.out_channels))
+        with gm.graph.inserting_after(stacked):
+            parts = gm.graph.call_method("split", (stacked, [m.out_channels for _, m in group], 1))
+        for i, (n, _) in enumerate(group):
+            with gm.graph.inserting_after(parts):
+                part = gm.graph.call_function(operator.getitem, (parts, i))
             n.replace_all_uses_with(part)
-            start += m.out_channels
 
 
 def _position(gm: fx.GraphModule, node: fx.Node) -> int:
@@ -290,15 +291,14 @@ POOL_CAT_SMALL = 1 << 16
 def pooled_cat(tensors: list[torch.Tensor], kernel: int, stride: int, padding: int = 0) -> torch.Tensor:
     """torch.cat([F.max_pool2d(t, kernel, stride, padding) for t in tensors], 1), computed as one
     pool of the concatenation when the tensors are small (a max-pool acts per channel, so both
-    orders give the same values)."""
-    if not _tracing(tensors[0]) and sum(t.numel() for t in tensors) <= POOL_CAT_SMALL:
+    orders give the same values). Traced with a symbolic batch (torch.export), it pools first:
+    no branch on the batch size."""
+    size = 0
+    for t in tensors:
+        size += t.numel()
+    if type(size) is int and size <= POOL_CAT_SMALL:
         return F.max_pool2d(torch.cat(tensors, 1), kernel, stride, padding)
     return torch.cat([F.max_pool2d(t, kernel, stride, padding) for t in tensors], 1)
-
-
-def _tracing(t: torch.Tensor) -> bool:
-    """Whether `t` is being traced (torch.export, torch.compile): then no branch on its size."""
-    return torch.compiler.is_compiling() or not isinstance(t.shape[0], int)
 
 
 def _common_pool(sources: list) -> bool:
@@ -344,9 +344,39 @@ def in_place(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(n)
 
 
+# ATen's fused add + ReLU (one pass over memory, one call), where this torch build has it.
+_ADD_RELU, _ADD_RELU_ = getattr(torch, "_add_relu", None), getattr(torch, "_add_relu_", None)
+
+
+def add_relu(gm: fx.GraphModule) -> None:
+    """relu(a + b) -> torch._add_relu(a, b) (relu_(a.add_(b)) -> torch._add_relu_(a, b)) where the
+    sum is read only by the ReLU: one kernel instead of two (`in_place` runs first)."""
+    if _ADD_RELU is None or _ADD_RELU_ is None:
+        return
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in (torch.relu, torch.relu_) or len(n.args) != 1:
+            continue
+        x = n.args[0]
+        if not isinstance(x, fx.Node) or len(x.users) != 1:
+            continue
+        if x.op == "call_method" and x.target == "add_" and isinstance(x.args[1], fx.Node):
+            fused, kwargs = _ADD_RELU_, dict(x.kwargs)
+        elif _is_add(x) and isinstance(x.args[0], fx.Node) and isinstance(x.args[1], fx.Node):
+            fused, kwargs = _ADD_RELU, ({"alpha": x.kwargs["alpha"]} if x.kwargs.get("alpha", 1.0) != 1.0 else {})
+        else:
+            continue
+        with gm.graph.inserting_before(n):
+            new = gm.graph.call_function(fused, tuple(x.args), kwargs)
+        new.meta = dict(n.meta)
+        n.replace_all_uses_with(new)
+        gm.graph.erase_node(n)
+        gm.graph.erase_node(x)
+
+
 def _same_shape(a: fx.Node, out: fx.Node) -> bool:
     ma, mo = a.meta.get("tensor_meta"), out.meta.get("tensor_meta")
     return ma is not None and mo is not None and tuple(ma.shape) == tuple(mo.shape) and ma.dtype == mo.dtype
 
 
-__all__ = ["merge_parallel_convs", "merge_identity", "stack_sibling_convs", "concat_convs", "in_place"]
+__all__ = ["merge_parallel_convs", "merge_identity", "stack_sibling_convs", "concat_convs", "in_place", "add_relu",
+           "pooled_cat"]

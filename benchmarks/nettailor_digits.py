@@ -171,7 +171,23 @@ def verdicts(results: dict) -> list[str]:
         f"{'holds' if easy > removed else 'does NOT hold'}.",
         f"- Speed (resnet 5-9, chosen network, inference-compiled, against the teacher): {b1:.2f} at batch 1, "
         f"{b256:.2f} at batch 256.",
-    ]
+    ] + slower_than_teacher(results)
+
+
+def slower_than_teacher(results: dict) -> list[str]:
+    """Issue 14's bar: no candidate with fewer FLOPs than its teacher may run slower. Every
+    candidate of every run, per batch size: how many have fewer FLOPs, and which are slower."""
+    rows = [(name, g, r["seed"], c, r["teacher_flops"]) for name, by_g in results.items() for g, runs in by_g.items()
+            for r in runs for c in r["tailor"] if c.get("latency") and c["flops"] < r["teacher_flops"]]
+    out = []
+    for b in ("b1", "b256"):
+        slow = [(name, g, seed, c["k"], c["flops"] / tf, c["latency"][b]) for name, g, seed, c, tf in rows
+                if c["latency"][b] > 1.0]
+        out.append(f"- Fewer FLOPs, not slower (batch {b[1:]}): {len(rows) - len(slow)} of {len(rows)} candidates with "
+                   f"fewer FLOPs than their teacher run at most as long as it"
+                   + (f"; slower: {', '.join(f'{n} g{g} s{sd} k={k} ({fl:.0%} FLOPs, {t:.2f})' for n, g, sd, k, fl, t in slow)}"
+                      if slow else "") + ".")
+    return out
 
 
 def report(results: dict, args, seconds: float) -> str:

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "assembler"
 
 # Lowest first. A module may import its own layer and the layers before it.
 LAYERS = [
-    ("front end", {"errors", "ir", "parser", "printer", "ops", "settings", "graph", "resolve", "lower", "edits",
+    ("front end", {"allocator", "errors", "ir", "parser", "printer", "ops", "settings", "graph", "resolve", "lower", "edits",
                    "summary", "draw", "grammar", "checks", "faults", "locate", "builtin_ops", "draw_layout",
                    "fastparse", "imports", "keys", "lexer", "lower_blocks", "lower_merges", "lower_refs", "parse_errors", "passes",
                    "scope", "signature", "skips", "verify", "visit", "weightings", "optypes"}),
