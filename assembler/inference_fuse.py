@@ -305,7 +305,7 @@ def _common_pool(sources: list) -> bool:
     """Whether every source is one max-pool (same window) read only here, of a value of one
     size: then one `pooled_cat` computes them together."""
     if not all(isinstance(s, fx.Node) and s.op == "call_function" and s.target is F.max_pool2d and len(s.users) == 1
-               for s in sources):
+               and len(s.args) == 4 and not s.kwargs for s in sources):  # (x, kernel, stride, padding)
         return False
     windows = {(tuple(s.args[1:]), tuple(sorted(s.kwargs.items()))) for s in sources}
     sizes = {_spatial(s.args[0]) for s in sources}
