@@ -64,6 +64,22 @@ def run(args: list[str], cwd, fault: str | None = None, plugins: str | None = No
     return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
 
 
+def same_run(a: Path, b: Path) -> None:
+    """Two checkpoints of one run are the same: equal weights, bit for bit, and equal metrics
+    (each line of metrics.jsonl and meta.json's final metrics), wall-clock seconds aside."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+    wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
+                       for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(a) == strip(b)
+    ma, mb = (json.loads((p / "meta.json").read_text())["metrics"] for p in (a, b))
+    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _assembler_cache(tmp_path_factory):
     root = tmp_path_factory.getbasetemp()

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import assembler
-from conftest import assembler_cmd, run
+from conftest import assembler_cmd, run, same_run
 from assembler.cli import main
 from assembler.data import Dataset
 from assembler.train import recombination as rc
@@ -273,14 +273,6 @@ def test_batch_statistics_mode_keeps_running_statistics_and_modes(tmp_path):
 
 
 # -- the command line ------------------------------------------------------------------------------------
-
-
-def same_run(a: Path, b: Path) -> None:
-    wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
-                       for x in (p / "metrics.jsonl").read_text().splitlines()]
-    assert strip(a) == strip(b)
 
 
 @pytest.mark.parametrize("schedule, faults", [("joint", ["sigint@0:1:2"]),

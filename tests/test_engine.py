@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import assembler
 from assembler.errors import CheckError, SpecError
 from assembler.train import functional as fn
-from conftest import SPECS, assembler_cmd
+from conftest import SPECS, assembler_cmd, same_run
 from conftest import run as run_with
 
 
@@ -59,16 +59,6 @@ def resume_words(stderr: str) -> list[str]:
     words = shlex.split(line.split("continue with:", 1)[1])
     assert words[0] == "assembler"
     return assembler_cmd(*words[1:])
-
-
-def same_run(a: Path, b: Path) -> None:
-    wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
-                       for x in (p / "metrics.jsonl").read_text().splitlines()]
-    assert strip(a) == strip(b)
-    ma, mb = (json.loads((p / "meta.json").read_text())["metrics"] for p in (a, b))
-    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
 
 
 @pytest.mark.parametrize("spec, fault, extra", [
