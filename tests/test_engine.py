@@ -301,12 +301,14 @@ def test_the_teacher_a_network_needs_is_trained_once(tmp_path):
     assert "big: " in second.stderr and "already trained (complete); reusing it" in second.stderr
 
 
-def test_a_cached_teacher_another_run_wrote_is_trained_again(tmp_path):
+def test_a_cached_teacher_another_run_wrote_is_trained_again(tmp_path, monkeypatch):
     """A cached section whose stored run key disagrees (another version of assembler wrote it)
-    is trained again, with a note, not refused as a failed --resume."""
+    is trained again, with a note, not refused as a failed --resume. A cache of its own: in the
+    session's, other test workers write sections at the same time."""
     import hashlib
     import json
     from assembler.cache import cache_root
+    monkeypatch.setenv("ASSEMBLER_CACHE", str(tmp_path / "cache"))
     (tmp_path / "kd.net").write_text(
         NET.format(name="big", classes=5) + NET.format(name="small", classes=5)
         + "train big {\n    data = digits(classes=[0, 1, 2, 3, 4], per_class=9)\n    epochs = 1\n}\n"
