@@ -1,11 +1,12 @@
 """Syntax IR -> canonical text (`assembler fmt`). `parse(format(spec)) == spec` for every spec.
 
-Canonical form: four-space indents, one statement per line, `a -> b` with single spaces,
+Canonical form: four-space indents, one statement per line (wrapped past 100 columns, later
+lines indented 8 more: `wrap`), `a -> b` with single spaces,
 `f(a, b=1)` with no space inside brackets, one blank line between top-level statements
 (consecutive one-line `use`, `block`, `shared` and `match` statements stay together), and at
 most one blank line kept where the source had some. Comments are kept: a comment on a
-statement's last line trails it, every other comment goes on its own line before the
-statement it precedes.
+statement's last line trails it (after its last printed line), every other comment goes on its
+own line before the statement it precedes.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ def format_spec(spec: ir.Spec) -> str:
             out.append("")
         for c in u.leading:
             out.append(u.indent + c)
-        line = u.indent + u.text
+        lines = wrap(u.text, u.indent)
         if u.trailing:
-            line += "  " + "  ".join(u.trailing)
-        out.append(line)
+            lines[-1] += "  " + "  ".join(u.trailing)
+        out.extend(lines)
         prev = u
     return "\n".join(out).rstrip("\n") + "\n" if out else ""
 
@@ -94,9 +95,7 @@ def _attach_comments(units: list[_Unit], comments) -> None:
                 home = u
                 break
         if home is not None:
-            if c.line == home.end and home.start == home.end:
-                home.trailing.append(c.text)
-            elif c.line == home.end and home.kind.endswith(".close"):
+            if c.line == home.end:  # after the statement's last token
                 home.trailing.append(c.text)
             else:
                 home.leading.append(c.text)
@@ -131,6 +130,85 @@ def _blank_between(prev: _Unit, u: _Unit, comment_lines: set[int]) -> bool:
     together = {"Use", "Match", "Shared", "Block", "comment"}
     return not (prev.kind == u.kind and u.kind in together) and not (
         prev.kind in ("Shared", "Block") and u.kind in ("Shared", "Block"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Long lines
+
+WIDTH = 100  # longer statements are wrapped (`wrap`)
+CONTINUATION = 2 * INDENT  # a wrapped line's indent when nothing above it to align with
+
+
+@dataclass(frozen=True)
+class _Break:
+    at: int  # index of the space that becomes a newline
+    level: float  # bracket depth; +0.5 before `->` (an argument stays whole where a comma can break)
+    anchor: int | None  # index of what the next line aligns with: an open bracket (the column after
+    # it) or the space before an earlier `->` (its arrow); None: CONTINUATION
+    bracket: bool
+
+
+def wrap(text: str, indent: str, width: int | None = None) -> list[str]:
+    """A statement's printed lines: one when it fits in `width` columns, else broken where a
+    newline means nothing (after a comma inside brackets, and before `->`). The shallowest
+    breaks that make every line fit are used; a line after a comma starts in the column after
+    its open bracket, one starting with `->` under the first `->` of its chain (else
+    CONTINUATION deeper than the statement). Where no choice fits, lines are as short as the
+    breaks allow (`width`: WIDTH unless given)."""
+    width = WIDTH if width is None else width
+    if len(indent) + len(text) <= width:
+        return [indent + text]
+    points = _break_points(text)
+    for level in sorted({p.level for p in points}):
+        lines = _fill(text, [p for p in points if p.level <= level], indent, width)
+        if all(len(line) <= width for line in lines):
+            return lines
+    return _fill(text, points, indent, width)
+
+
+def _break_points(text: str) -> list[_Break]:
+    out: list[_Break] = []
+    opened: list[int] = []  # indices of the open brackets around the current position
+    first_arrow: dict[int | None, int] = {}  # innermost open bracket (None: none) -> its chain's first `->`
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':  # skip a string, escapes included
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch in "([":
+            opened.append(i)
+        elif ch in ")]":
+            first_arrow.pop(opened.pop() if opened else None, None)
+        elif ch == "," and opened and text.startswith(" ", i + 1):
+            first_arrow.pop(opened[-1], None)  # a new argument: a new chain
+            out.append(_Break(i + 1, float(len(opened)), opened[-1], True))
+        elif ch == " " and text.startswith("->", i + 1):
+            group = opened[-1] if opened else None
+            anchor = first_arrow.setdefault(group, i)
+            out.append(_Break(i, len(opened) + 0.5, None if anchor == i else anchor, False))
+        i += 1
+    return out
+
+
+def _fill(text: str, breaks: list[_Break], indent: str, width: int) -> list[str]:
+    """Greedy filling: each line ends at the last break that keeps it within `width` (or at the
+    first break, when none does)."""
+    lines, start, prefix = [], 0, indent
+    column: dict[int, int] = {}  # index in text -> column printed, for the anchors
+    while True:
+        for j in range(start, len(text)):
+            column[j] = len(prefix) + j - start
+        rest = [b for b in breaks if b.at > start]
+        if len(prefix) + len(text) - start <= width or not rest:
+            lines.append(prefix + text[start:])
+            return lines
+        fits = [b for b in rest if len(prefix) + b.at - start <= width]
+        b = fits[-1] if fits else rest[0]
+        lines.append(prefix + text[start:b.at])
+        col = len(indent + CONTINUATION) if b.anchor is None else column[b.anchor] + 1
+        start, prefix = b.at + 1, " " * (col if col < width // 2 or b.anchor is None else len(indent + CONTINUATION))
 
 
 # ---------------------------------------------------------------------------------------------

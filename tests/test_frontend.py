@@ -68,11 +68,45 @@ def test_formatter_layout_and_comments():
             "     -> relu   # more\r\n\r\n\r\n  # before b\r\n  b = add(a,\r\n   a)\r\n  return b }")
     spec = assembler.parse(text)
     out = assembler.format(spec)
-    assert out == ("# head\nnetwork n(x: [1, 8, 8]) {  # trailing\n    # why\n    # more\n"
-                   "    a = x -> conv(4, 3, pad=1) -> relu\n\n    # before b\n    b = add(a, a)\n"
+    assert out == ("# head\nnetwork n(x: [1, 8, 8]) {  # trailing\n    # why\n"
+                   "    a = x -> conv(4, 3, pad=1) -> relu  # more\n\n    # before b\n    b = add(a, a)\n"
                    "    return b\n}\n")
     assert assembler.format(assembler.parse(out)) == out
     assert assembler.parse(out) == spec
+
+
+def test_formatter_wraps_long_statements():
+    """Past 100 columns: breaks after the shallowest commas (the next line in the column after
+    their bracket), else before `->` (under the chain's first arrow); a trailing comment after
+    the last line. Idempotent, and the meaning is kept."""
+    gate = ("gate(b2 -> proxy(64, 4), b3 -> proxy(64, 2), b4 -> proxy(64, 2), init=[-2.0, -2.0, -2.0], "
+            'mix="relu")')
+    chain = "b5 -> " + " -> ".join(["conv(64, 3, pad=1) -> batchnorm -> relu"] * 3)
+    data = ('[digits(split="train", classes=[0, 1, 2, 3, 4, 5, 6, 7, 8]), '
+            'digits(split="train", classes=[1, 2, 3, 4, 5, 6, 7, 8, 9], invert=true)]')
+    text = (f"network n(x: [64, 4, 4]) {{\n    b2 = x\n    b3 = x\n    b4 = x\n    b5 = {gate}  # three proxies\n"
+            f"    y = {chain}\n    return y\n}}\n\ntrain n {{\n    data = {data}\n    epochs = 1\n}}\n")
+    out = assembler.format(assembler.parse(text))
+    assert out == (
+        "network n(x: [64, 4, 4]) {\n    b2 = x\n    b3 = x\n    b4 = x\n"
+        "    b5 = gate(b2 -> proxy(64, 4), b3 -> proxy(64, 2), b4 -> proxy(64, 2), init=[-2.0, -2.0, -2.0],\n"
+        '              mix="relu")  # three proxies\n'
+        "    y = b5 -> conv(64, 3, pad=1) -> batchnorm -> relu -> conv(64, 3, pad=1) -> batchnorm -> relu\n"
+        "           -> conv(64, 3, pad=1) -> batchnorm -> relu\n"
+        "    return y\n}\n\ntrain n {\n"
+        '    data = [digits(split="train", classes=[0, 1, 2, 3, 4, 5, 6, 7, 8]),\n'
+        '            digits(split="train", classes=[1, 2, 3, 4, 5, 6, 7, 8, 9], invert=true)]\n'
+        "    epochs = 1\n}\n")
+    assert all(len(line) <= 100 for line in out.splitlines())
+    assert assembler.format(assembler.parse(out)) == out
+    assert assembler.parse(out) == assembler.parse(text)
+
+
+def test_a_statement_without_a_break_that_fits_stays_as_short_as_it_can():
+    """A string longer than the width cannot break: the statement keeps it whole."""
+    long = "x" * 120
+    text = f'train n {{\n    note = "{long}"\n}}\n'
+    assert assembler.format(assembler.parse(text)) == text
 
 
 def test_fmt_write_and_check(tmp_path):

@@ -51,6 +51,19 @@ def test_drawn_specs_round_trip_and_format_idempotently(spec):
     assert_round_trips(spec)  # parse(format(spec)) == spec, and format(parse(format(spec))) == format(spec)
 
 
+@FAST
+@given(specs())
+def test_drawn_specs_wrapped_narrow_round_trip(spec):
+    """At 24 columns nearly every statement wraps, at every kind of break (commas in calls and
+    lists, arrows at depth 0 and inside arguments): the meaning and idempotence hold."""
+    from assembler import printer
+    old, printer.WIDTH = printer.WIDTH, 24
+    try:
+        assert_round_trips(spec)
+    finally:
+        printer.WIDTH = old
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(networks(max_bindings=5))
 def test_networks_draws_one_network(spec):
