@@ -166,6 +166,9 @@ _PROCEDURES = [
         P("omega", "str", "local", _one_of("local", "global"),
           "teacher term: each student layer on detached inputs (the reference code), or the whole student"),
         P("latency", "bool", True, doc="measure each candidate's CPU latency against the teacher's"),
+        P("cost", "str", "flops", _one_of("flops", "latency"),
+          "what the kept network minimises within tolerance: FLOPs (the paper), or measured latency against the "
+          "teacher (the larger of the batch-1 and batch-256 ratios; needs latency=true)"),
     ), "NetTailor (paper 001)", loader="assembler.train.nettailor:NetTailor", validate="assembler.checks.nettailor:validate",
         validation=0.2),
     Plugin("procedure", "l2tww", (

@@ -436,3 +436,50 @@ def test_blocks_must_be_distinct_whole_numbers(tmp_path, blocks):
     assert r.exit_code == 1
     assert f"s.net:14:51: error: 'blocks' of nettailor must list distinct whole numbers, 0 or more, got {blocks}" \
         in r.output
+
+
+LATENCY_ROWS = [  # measured ratios against the teacher; k=3 is the leanest but slower than k=2
+    {"k": 0, "flops": 100, "accuracy": 0.99, "latency": {"b1": 1.30, "b256": 1.20}},
+    {"k": 1, "flops": 80, "accuracy": 0.99, "latency": {"b1": 1.10, "b256": 0.95}},
+    {"k": 2, "flops": 60, "accuracy": 0.98, "latency": {"b1": 0.90, "b256": 0.85}},
+    {"k": 3, "flops": 50, "accuracy": 0.98, "latency": {"b1": 0.80, "b256": 0.92}},
+    {"k": 4, "flops": 20, "accuracy": 0.90, "latency": {"b1": 0.50, "b256": 0.40}},
+]
+
+
+@pytest.mark.parametrize("cost, tolerance, kept", [
+    ("flops", 0.01, 3),  # the leanest within 1 point
+    ("latency", 0.01, 2),  # k=2: max(0.90, 0.85) = 0.90 beats k=3's max(0.80, 0.92) = 0.92
+    ("latency", 0.0, 1),  # only k=0 and k=1 reach 0.99: k=1 is faster
+    ("latency", 0.2, 4),  # everything within tolerance: the fastest
+])
+def test_cost_latency_keeps_the_fastest_within_tolerance(cost, tolerance, kept):
+    from assembler.train.tailor import choose
+    assert choose(LATENCY_ROWS, 0.99, tolerance, cost)["k"] == kept
+
+
+def test_cost_latency_treats_an_unmeasured_candidate_as_slowest():
+    from assembler.train.tailor import choose
+    rows = [dict(LATENCY_ROWS[2], latency=None), LATENCY_ROWS[1]]
+    assert choose(rows, 0.99, 0.01, "latency")["k"] == 1
+
+
+def test_a_kept_network_with_fewer_flops_but_slower_is_reported():
+    from assembler.train.tailor import slower_note
+    summary = {"tailor": LATENCY_ROWS, "teacher_flops": 100, "chosen_k": 1, "cost": "flops"}
+    assert slower_note(summary) == (
+        "the kept network (k=1) has 80.0% of the teacher's FLOPs but runs 1.10x its time at batch 1 on this CPU "
+        "(both inference-compiled): each operator call costs about as much as a small layer's arithmetic, and the "
+        "proxies' pools are memory-bound; cost=\"latency\" keeps the fastest network within tolerance instead")
+    assert slower_note(dict(summary, chosen_k=2)) is None  # faster at both batch sizes
+    assert slower_note(dict(summary, chosen_k=0)) is None  # as many FLOPs as the teacher: nothing promised
+    assert slower_note(dict(summary, tailor=[dict(LATENCY_ROWS[1], latency=None)])) is None  # not measured
+
+
+def test_cost_latency_without_the_measurement_is_a_located_check_error(tmp_path):
+    shutil.copy(SPECS / "source.net", tmp_path / "source.net")
+    (tmp_path / "s.net").write_text(IMPORTED_TEACHER.replace("latency=false)", 'latency=false, cost="latency")'))
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "s.net")])
+    assert r.exit_code == 1
+    assert ('s.net:14:95: error: nettailor: cost="latency" chooses by measured latency, but latency=false turns the '
+            "measurement off") in r.output and 'hint: set latency=true, or cost="flops"' in r.output

@@ -7,6 +7,7 @@ refused when training starts):
 - `teacher` (with gamma2 > 0): no pair of bindings for the teacher term Omega (no
   `match TEACHER.b -> STUDENT.b : l2` edge, no binding of equal name and shape): the term
   would silently be zero;
+- `cost`: "latency" with latency=false (nothing to choose by);
 - `validation`: 0, when k must be chosen on held-out training data.
 """
 
@@ -45,6 +46,9 @@ def validate(settings: dict, scope) -> list[Problem]:
             "and shape) and no 'l2' match edge pairs them: the teacher term would be empty", at="teacher",
             hint=f"add edges such as `match {teacher}.B -> {student}.B : l2`, name the student's blocks like the "
                  "teacher's, or set gamma2=0"))
+    if args["cost"] == "latency" and not args["latency"]:
+        problems.append(Problem('nettailor: cost="latency" chooses by measured latency, but latency=false turns the '
+                                "measurement off", at="cost", hint='set latency=true, or cost="flops"'))
     if settings.get("validation", plugins("procedure")["nettailor"].validation) <= 0:
         problems.append(Problem("nettailor chooses k on held-out training data, but validation = 0", at="validation",
                                 hint="hold out a share, e.g. validation = 0.2 (the same in the teacher's section)"))

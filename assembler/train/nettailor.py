@@ -5,8 +5,9 @@ blocks plus gated low-complexity proxies is trained with
 
 then the proxies whose alpha falls below `threshold` and the k pre-trained blocks with the
 smallest alpha are pruned (exclusion rules cascading), and what remains is fine-tuned
-without the complexity term. Over k, the leanest network whose held-out accuracy is within
-`tolerance` of the teacher's is kept, written as an ordinary spec. The held-out share is the
+without the complexity term. Over k, the leanest network (`cost="flops"`; `"latency"`: the
+fastest, measured) whose held-out accuracy is within `tolerance` of the teacher's is kept,
+written as an ordinary spec. The held-out share is the
 section's `validation` share (the teacher's section holds the same samples out: same data and seed).
 
 E[C] (eq. 5-10): for every gate path pi from node i into the gate at node j,
@@ -43,7 +44,7 @@ from ..printer import format_spec
 from ..resolve import expand
 from .evaluation import evaluate
 from .procedure import Batch, Optim, Outcome, Procedure, Stage, Step, first_output
-from .tailor import Latency, choose, path_costs, prune_assembly, removable_blocks, table
+from .tailor import Latency, choose, path_costs, prune_assembly, removable_blocks, slower_note, table
 from .teacher import teacher_network
 
 
@@ -214,7 +215,7 @@ class NetTailor(Procedure):
             "student_test_accuracy": evaluate(student, test)["accuracy"] if test is not None else None,
             "student_params": self.base.checked.params(net), "student_flops": self.base.checked.flops(net),
             "teacher_flops": _flops(self.base, self.teacher_name),
-            "held_out": len(val), "validation": self.ctx.settings.get("validation", 0.0),
+            "held_out": len(val), "validation": self.ctx.settings.get("validation", 0.0), "cost": self.ctx.args["cost"],
             "teacher_held_out": self._teacher_held_out(), "tolerance": self.ctx.args["tolerance"],
             "student_latency": self.latency(student) if self.latency else None}
         if self.reference["teacher_held_out"] is not True and not self.ctx.quiet:
@@ -251,7 +252,8 @@ class NetTailor(Procedure):
         kept = {"row": row, "spec": spec, "filename": asm.spec.filename,
                 "tensors": {k: v.detach().clone() for k, v in asm.state().items()}}
         rivals = [row] + ([self.best["chosen"]["row"]] if "chosen" in self.best else [])
-        if choose(rivals, self.reference["teacher_val_accuracy"], self.ctx.args["tolerance"]) is row:
+        if choose(rivals, self.reference["teacher_val_accuracy"], self.ctx.args["tolerance"],
+                  self.ctx.args["cost"]) is row:
             self.best["chosen"] = kept
 
     def _record(self, row: dict) -> None:
@@ -269,6 +271,9 @@ class NetTailor(Procedure):
         summary = {**self.reference, "tailor": sorted(self.rows, key=lambda r: r["k"]), "chosen_k": row["k"],
                    "val_accuracy": row["accuracy"], "test_accuracy": row["test_accuracy"], "params": row["params"],
                    "flops": row["flops"], "latency": row["latency"]}
+        note = slower_note(summary)
+        if note:
+            summary["slower_than_teacher"] = note
         if not self.ctx.quiet:
             print(table(summary), file=sys.stderr)
         return Outcome(asm, summary)

@@ -1,7 +1,7 @@
 """NetTailor's structure and last stage (paper 001, section 3.5): the paths of a network's
 gates with their relative costs, what to prune for a given k, the pruned Assembly, the choice
-of the leanest network within `tolerance` of the reference, and the table over k. The result
-is an ordinary spec: removed blocks gone, single-path gates collapsed."""
+of the leanest (or fastest) network within `tolerance` of the reference, and the table over k.
+The result is an ordinary spec: removed blocks gone, single-path gates collapsed."""
 
 from __future__ import annotations
 
@@ -91,14 +91,42 @@ def _fast(gm, inputs: dict):
     return optimize(cpu, check_with=example_inputs(inputs, batch=2))
 
 
-def choose(rows: list[dict], reference: float, tolerance: float) -> dict | None:
-    """The leanest candidate whose held-out accuracy is at least `reference - tolerance` (ties:
-    the more accurate); the most accurate when none is (ties: the leanest)."""
+def choose(rows: list[dict], reference: float, tolerance: float, cost: str = "flops") -> dict | None:
+    """The candidate of least `cost` whose held-out accuracy is at least `reference - tolerance`
+    (ties: the more accurate, then the leaner); the most accurate when none is (ties: the
+    leanest). cost "flops": FLOPs (the paper); "latency": the larger of the measured batch-1
+    and batch-256 latency ratios against the teacher (a candidate not measured counts as
+    infinitely slow), ties broken by FLOPs."""
     done = [r for r in rows if "accuracy" in r]
     good = [r for r in done if r["accuracy"] >= reference - tolerance - 1e-12]
     if good:
+        if cost == "latency":
+            return min(good, key=lambda r: (latency_cost(r), r["flops"], -r["accuracy"], r["k"]))
         return min(good, key=lambda r: (r["flops"], -r["accuracy"], r["k"]))
     return max(done, key=lambda r: (r["accuracy"], -r["flops"], -r["k"]), default=None)
+
+
+def latency_cost(row: dict) -> float:
+    """A candidate's measured latency against the teacher: the larger of its batch ratios."""
+    ratios = [v for b, v in (row.get("latency") or {}).items() if b in {f"b{n}" for n in Latency.BATCHES}]
+    return max(ratios) if ratios else float("inf")
+
+
+def slower_note(summary: dict) -> str | None:
+    """A warning when the kept network has fewer FLOPs than the teacher yet measured slower at
+    some batch size (FLOPs leave out the fixed cost of each operator call and the memory
+    traffic of pools), else None."""
+    row = next((r for r in summary["tailor"] if r.get("k") == summary["chosen_k"] and "skipped" not in r), None)
+    latency, tf = (row or {}).get("latency") or {}, summary.get("teacher_flops") or 0
+    slow = [(n, latency[f"b{n}"]) for n in Latency.BATCHES if latency.get(f"b{n}", 0) > 1.0]
+    if not slow or not tf or row["flops"] >= tf:
+        return None
+    where = " and ".join(f"{t:.2f}x its time at batch {n}" for n, t in slow)
+    fix = ('cost="latency" keeps the fastest network within tolerance instead' if summary.get("cost") != "latency"
+           else "no candidate within tolerance runs faster")
+    return (f"the kept network (k={row['k']}) has {row['flops'] / tf:.1%} of the teacher's FLOPs but runs {where} on "
+            f"this CPU (both inference-compiled): each operator call costs about as much as a small layer's "
+            f"arithmetic, and the proxies' pools are memory-bound; {fix}")
 
 
 def _cell(v, fmt: str) -> str:
@@ -114,7 +142,8 @@ def table(summary: dict) -> str:
     note = "" if s.get("teacher_held_out") is True else "  (the teacher may have trained on them: see the warning)"
     lines = [f"held out: {s['held_out']} samples ({s['validation']:.0%} of the training data){note}",
              f"teacher: held-out {s['teacher_val_accuracy']:.4f}, test {_cell(s['teacher_accuracy'], '.4f')}, "
-             f"{tf:,} FLOPs; keep the leanest k with held-out accuracy >= {s['teacher_val_accuracy']:.4f} - "
+             f"{tf:,} FLOPs; keep the {'fastest' if s.get('cost') == 'latency' else 'leanest'} k with held-out "
+             f"accuracy >= {s['teacher_val_accuracy']:.4f} - "
              f"{s['tolerance']} = {s['teacher_val_accuracy'] - s['tolerance']:.4f}",
              f"{'k':>3}  {'params':>9}  {'FLOPs':>10}  {'/teacher':>8}  {'held-out':>8}  {'test':>6}  "
              f"{'t/T b1':>6}  {'t/T b256':>8}  removed blocks",
@@ -131,4 +160,5 @@ def table(summary: dict) -> str:
                      f"  {r['accuracy']:>8.4f}  {_cell(r.get('test_accuracy'), '>6.4f')}  {lat(r.get('latency'), 'b1'):>6}  "
                      f"{lat(r.get('latency'), 'b256'):>8}  {', '.join(r['removed_blocks']) or '-'} (+{r['removed_proxies']} "
                      f"proxies){mark}")
-    return "\n".join(lines)
+    note = slower_note(s)
+    return "\n".join(lines + ([f"note: {note}"] if note else []))
