@@ -79,8 +79,8 @@ def test_resnet18_spec_reads_like_one_written_by_hand(resnet18):
     return out
 }""" in text
     assert "    downsample = in -> conv(c, 1, stride=2, bias=false) -> batchnorm\n" in text
-    assert "    conv1 = x -> conv(64, 7, stride=2, pad=3, bias=false) -> batchnorm -> relu -> maxpool(3, stride=2, " \
-           "pad=1)\n" in text
+    assert "    conv1 = x -> conv(64, 7, stride=2, pad=3, bias=false) -> batchnorm -> relu\n" \
+           "              -> maxpool(3, stride=2, pad=1)\n" in text  # wrapped past 100 columns, as fmt does
     for i in (1, 2, 3, 4):
         assert f"    layer{i}_1 = layer{i}_0 -> basic_block({32 * 2 ** i})\n" in text
     assert "    layer2_0 = layer1_1 -> basic_block_downsample(128)\n" in text

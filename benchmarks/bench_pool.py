@@ -1,0 +1,118 @@
+"""Exact formulations of a max-pool on CPU against `F.max_pool2d` on a channels-last tensor (what
+the inference compilation uses for NetTailor's proxies), and a 3x3 conv on the same map for
+scale: interleaved rounds, median of per-round time ratios (below 1: faster than F.max_pool2d).
+Every formulation is first checked to give exactly the baseline's values.
+
+The shapes are the proxies' in specs/digits/tailor_resnet.net: 16 channels at 8x8 and 32 at
+4x4, pooled 3x3 stride 2 (and 5x5 stride 4), at batch 256 and 1.
+
+    python benchmarks/bench_pool.py [--rounds 100] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from assembler.allocator import steady_allocator
+from assembler.measure import interleaved_latency, median_ratio
+
+CASES = [((256, 16, 8, 8), (3, 2, 1)), ((256, 32, 4, 4), (3, 2, 1)), ((256, 16, 8, 8), (5, 4, 2)),
+         ((1, 16, 8, 8), (3, 2, 1))]
+
+
+def padded(x: torch.Tensor, p: int) -> torch.Tensor:
+    return F.pad(x, (p, p, p, p), value=float("-inf")).contiguous(memory_format=torch.channels_last)
+
+
+def separable(x, k, s, p):
+    """Rows, then columns: two 1-D pools (max is separable over a rectangular window)."""
+    return F.max_pool2d(F.max_pool2d(x, (k, 1), (s, 1), (p, 0)), (1, k), (1, s), (0, p))
+
+
+def shifted(x, k, s, p):
+    """Elementwise maxima of k strided views per direction of the -inf-padded map."""
+    xp = padded(x, p)
+    n = (xp.shape[2] - k) // s + 1
+    r = xp[:, :, 0:s * (n - 1) + 1:s, :]
+    for i in range(1, k):
+        r = torch.maximum(r, xp[:, :, i:i + s * (n - 1) + 1:s, :])
+    m = (xp.shape[3] - k) // s + 1
+    c = r[:, :, :, 0:s * (m - 1) + 1:s]
+    for j in range(1, k):
+        c = torch.maximum(c, r[:, :, :, j:j + s * (m - 1) + 1:s])
+    return c
+
+
+def windows_amax(x, k, s, p):
+    """`amax` over strided windows (no copy but the padding), rows then columns."""
+    n, c, h, w = x.shape
+    xp = padded(x, p)
+    hp, wp = h + 2 * p, w + 2 * p
+    ho, wo = (hp - k) // s + 1, (wp - k) // s + 1
+    r = xp.as_strided((n, ho, wp, k, c), (hp * wp * c, s * wp * c, c, wp * c, 1)).amax(dim=3)
+    return r.as_strided((n, ho, wo, k, c), (ho * wp * c, wp * c, s * c, c, 1)).amax(dim=3).permute(0, 3, 1, 2)
+
+
+def pool1d(x, k, s, p):
+    """`max_pool1d` (ATen's index-free CPU kernel) with dilation C over the NHWC memory, per direction."""
+    n, c, h, w = x.shape
+    y = F.pad(x.permute(0, 2, 3, 1).reshape(n * h, 1, w * c), (p * c, p * c), value=float("-inf"))
+    r = F.max_pool1d(y, k, 1, 0, dilation=c)
+    r = r.view(n, h, -1, c)[:, :, ::s]
+    wo = r.shape[2]
+    q = F.max_pool1d(F.pad(r.reshape(n, 1, h * wo * c), (p * wo * c, p * wo * c), value=float("-inf")), k, 1, 0,
+                     dilation=wo * c)
+    return q.view(n, -1, wo, c)[:, ::s].permute(0, 3, 1, 2)
+
+
+def mkldnn(x, k, s, p):
+    """A round trip through a mkldnn tensor and its pool."""
+    return torch.mkldnn_max_pool2d(x.to_mkldnn(), [k, k], [s, s], [p, p]).to_dense()
+
+
+FORMULATIONS = {"F.max_pool2d, NCHW": None, "separable 2-D pools": separable, "shifted maxima": shifted,
+                "strided windows + amax": windows_amax, "max_pool1d, dilated": pool1d, "mkldnn round trip": mkldnn}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    steady_allocator()
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds; time / time of "
+          "F.max_pool2d on the channels-last map (median of rounds)")
+    names = list(FORMULATIONS) + ["3x3 conv, same channels"]
+    print("| input | pool (k, s, p) | F.max_pool2d | " + " | ".join(names) + " |")
+    print("|---|---|---:|" + "---:|" * len(names))
+    for shape, (k, s, p) in CASES:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+        xc = x.contiguous()
+        w = torch.randn(shape[1], shape[1], 3, 3, generator=g).contiguous(memory_format=torch.channels_last)
+        fns = {"F.max_pool2d": lambda: F.max_pool2d(x, k, s, p), "F.max_pool2d, NCHW": lambda: F.max_pool2d(xc, k, s, p),
+               "3x3 conv, same channels": lambda: torch.conv2d(x, w, None, 1, 1)}
+        for name, fn in FORMULATIONS.items():
+            if fn is not None:
+                fns[name] = (lambda fn=fn: fn(x, k, s, p))
+        with torch.no_grad():
+            ref = fns["F.max_pool2d"]()
+            for name in FORMULATIONS:
+                if not torch.equal(fns[name](), ref):
+                    raise SystemExit(f"{name} differs from F.max_pool2d on {shape}, {(k, s, p)}")
+        times = interleaved_latency({n: (lambda f=f: f()) for n, f in fns.items()}, (), rounds=args.rounds,
+                                    number=200 if shape[0] == 1 else 5)
+        base = statistics.median(times["F.max_pool2d"]) * 1e6
+        print(f"| {list(shape)} | {(k, s, p)} | {base:.1f} µs | "
+              + " | ".join(f"{median_ratio(times, n, 'F.max_pool2d'):.2f}" for n in names) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
