@@ -111,6 +111,11 @@ def test_tailor_example_end_to_end(tmp_path, monkeypatch):
         assert r.exit_code == 0, (cmd, r.output)
     shown = json.loads(run.invoke(main, ["show", "tailored", "--json", "-n", "student"]).output)
     assert shown["student"]["flops"] == final["flops"]
+    from assembler.train.tailor import table
+    shown = run.invoke(main, ["show", "tailored", "-n", "student"]).output  # the -q run's table, from meta.json
+    assert shown.endswith("nettailor's choice for student, as recorded when the checkpoint was trained:\n"
+                          + "".join(f"  {line}\n" for line in table(final).splitlines()))
+    assert "<- kept" in shown and "nettailor's choice" not in run.invoke(main, ["show", "tailored", "-n", "teacher"]).output
     assert run.invoke(main, ["compile", "tailor.net", "-o", "init"]).exit_code == 0
     r = run.invoke(main, ["prune", "init", "-n", "student", "--threshold", "0.01", "--blocks", "1", "-o", "pruned"])
     assert r.exit_code == 0, r.output

@@ -122,7 +122,8 @@ def fmt(files, write, check_only):
 @click.option("--network", "-n", help="Show only this network.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(target, network, as_json):
-    """Per binding: shape, parameters, FLOPs, frozen/trainable and role; totals per network."""
+    """Per binding: shape, parameters, FLOPs, frozen/trainable and role; totals per network. For
+    a checkpoint NetTailor trained, also its curve over k and the kept network (text only)."""
     from .. import resolve
     checked = resolve.check(resolve.read(target))
     names = networks_of(checked, network)
@@ -153,6 +154,30 @@ def show(target, network, as_json):
             for r in learned[n]:
                 click.echo(f"    {r['source'] + ' -> ' + r['target']:<{width}}  {r['weighting']}  "
                            f"λ = {r['lambda']:.3f} ± {r['lambda_sd'] or 0.0:.3f}")
+    tailored = _tailoring(target)
+    students = {n for t in checked.trains if (t.settings.get("procedure") or {}).get("name") == "nettailor"
+                for n in t.networks}
+    if tailored is not None and (network is None or network in students):
+        from ..train.tailor import table
+        try:
+            text = table(tailored)
+        except (KeyError, TypeError):  # metrics of an older version: meta.json has them as they are
+            text = "(recorded in an older format; see the checkpoint's meta.json)"
+        click.echo(f"nettailor's choice for {', '.join(sorted(students)) or 'the student'}, as recorded when the "
+                   "checkpoint was trained:")
+        click.echo("\n".join("  " + line for line in text.splitlines()))
+
+
+def _tailoring(target) -> dict | None:
+    """The final metrics of a checkpoint NetTailor trained (its curve over k, the kept network),
+    else None."""
+    if not Path(target).is_dir():
+        return None
+    from ..store import is_checkpoint, read_meta
+    if not is_checkpoint(target):
+        return None
+    metrics = read_meta(Path(target)).get("metrics") or {}
+    return metrics if "tailor" in metrics and "chosen_k" in metrics else None
 
 
 def _learned_edges(checked, target) -> dict[str, list[dict]]:
