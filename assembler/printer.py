@@ -11,6 +11,7 @@ own line before the statement it precedes.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -145,7 +146,6 @@ class _Break:
     level: float  # bracket depth; +0.5 before `->` (an argument stays whole where a comma can break)
     anchor: int | None  # index of what the next line aligns with: an open bracket (the column after
     # it) or the space before an earlier `->` (its arrow); None: CONTINUATION
-    bracket: bool
 
 
 def wrap(text: str, indent: str, width: int | None = None) -> list[str]:
@@ -183,32 +183,40 @@ def _break_points(text: str) -> list[_Break]:
             first_arrow.pop(opened.pop() if opened else None, None)
         elif ch == "," and opened and text.startswith(" ", i + 1):
             first_arrow.pop(opened[-1], None)  # a new argument: a new chain
-            out.append(_Break(i + 1, float(len(opened)), opened[-1], True))
+            out.append(_Break(i + 1, float(len(opened)), opened[-1]))
         elif ch == " " and text.startswith("->", i + 1):
             group = opened[-1] if opened else None
             anchor = first_arrow.setdefault(group, i)
-            out.append(_Break(i, len(opened) + 0.5, None if anchor == i else anchor, False))
+            out.append(_Break(i, len(opened) + 0.5, None if anchor == i else anchor))
         i += 1
     return out
 
 
 def _fill(text: str, breaks: list[_Break], indent: str, width: int) -> list[str]:
     """Greedy filling: each line ends at the last break that keeps it within `width` (or at the
-    first break, when none does)."""
+    first break, when none does). Linear in the breaks (they come in text order)."""
     lines, start, prefix = [], 0, indent
-    column: dict[int, int] = {}  # index in text -> column printed, for the anchors
+    starts, prefixes = [0], [len(indent)]  # each printed line's first index in `text`, and its indent
+    i, n = 0, len(breaks)
     while True:
-        for j in range(start, len(text)):
-            column[j] = len(prefix) + j - start
-        rest = [b for b in breaks if b.at > start]
-        if len(prefix) + len(text) - start <= width or not rest:
+        while i < n and breaks[i].at <= start:
+            i += 1
+        if len(prefix) + len(text) - start <= width or i == n:
             lines.append(prefix + text[start:])
             return lines
-        fits = [b for b in rest if len(prefix) + b.at - start <= width]
-        b = fits[-1] if fits else rest[0]
+        limit, j = start + width - len(prefix), i  # a break at or before `limit` keeps the line within width
+        while j + 1 < n and breaks[j + 1].at <= limit:
+            j += 1
+        b = breaks[j]
         lines.append(prefix + text[start:b.at])
-        col = len(indent + CONTINUATION) if b.anchor is None else column[b.anchor] + 1
-        start, prefix = b.at + 1, " " * (col if col < width // 2 or b.anchor is None else len(indent + CONTINUATION))
+        col = len(indent + CONTINUATION)
+        if b.anchor is not None:
+            line = bisect.bisect_right(starts, b.anchor) - 1
+            aligned = prefixes[line] + b.anchor - starts[line] + 1
+            col = aligned if aligned < width // 2 else col
+        start, prefix = b.at + 1, " " * col
+        starts.append(start)
+        prefixes.append(col)
 
 
 # ---------------------------------------------------------------------------------------------
