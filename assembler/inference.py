@@ -94,6 +94,7 @@ def optimize(gm: fx.GraphModule, *, channels_last: bool = True,
         fuse.in_place(out)
         fuse.add_relu(out)
         _tidy(out)
+    fuse.large_pools(out)
     _flat_constants(out)
     _tidy(out)
     if check_with is not None:

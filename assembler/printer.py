@@ -35,7 +35,7 @@ def format_spec(spec: ir.Spec) -> str:
             out.append("")
         for c in u.leading:
             out.append(u.indent + c)
-        lines = wrap(u.text, u.indent)
+        lines = [u.indent + u.text] if u.kind == "comment" else wrap(u.text, u.indent)  # a comment stays whole
         if u.trailing:
             lines[-1] += "  " + "  ".join(u.trailing)
         out.extend(lines)
@@ -74,9 +74,9 @@ def _units(spec: ir.Spec) -> list[_Unit]:
             header = _header(item)
             body = item.settings if isinstance(item, ir.Train) else item.body
             first_body = next((s for s in body if _lines(s)[0] is not None), None)
-            head_end = start if start is not None else None
-            if first_body is not None and start is not None and _lines(first_body)[0] == start:
-                head_end = start
+            head_end = _brace_line(spec.text, start) if start is not None else None
+            if first_body is not None and head_end is not None:
+                head_end = min(head_end, _lines(first_body)[0])
             units.append(_Unit(header + " {", "", start, head_end, True, kind + ".open"))
             for stmt in body:
                 s, e = _lines(stmt)
@@ -85,6 +85,28 @@ def _units(spec: ir.Spec) -> list[_Unit]:
         else:
             units.append(_Unit(_statement(item), "", start, end, True, kind))
     return units
+
+
+def _brace_line(text: str | None, start: int) -> int:
+    """The line of the `{` that opens the body of the container starting on line `start` (a
+    header may span lines: a comment after its `{` trails it); `start` without the text."""
+    if text is None:
+        return start
+    lines = text.split("\n")
+    for number in range(start, len(lines) + 1):
+        line, i = lines[number - 1], 0
+        while i < len(line):
+            ch = line[i]
+            if ch == "#":
+                break
+            if ch == '"':
+                i += 1
+                while i < len(line) and line[i] != '"':
+                    i += 2 if line[i] == "\\" else 1
+            elif ch == "{":
+                return number
+            i += 1
+    return start
 
 
 def _attach_comments(units: list[_Unit], comments) -> None:

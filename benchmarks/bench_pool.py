@@ -3,8 +3,11 @@ the inference compilation uses for NetTailor's proxies), and a 3x3 conv on the s
 scale: interleaved rounds, median of per-round time ratios (below 1: faster than F.max_pool2d).
 Every formulation is first checked to give exactly the baseline's values.
 
-The shapes are the proxies' in specs/digits/tailor_resnet.net: 16 channels at 8x8 and 32 at
-4x4, pooled 3x3 stride 2 (and 5x5 stride 4), at batch 256 and 1.
+The shapes: the proxies' in specs/digits/tailor_resnet.net (16 channels at 8x8 and 32 at 4x4,
+pooled 3x3 stride 2 and 5x5 stride 4), the 2x2 pool of source.net, and a ResNet stem's pool of
+a 32x32 image (64 channels at 16x16), at batch 256, 64 and 1. Each call here reads a map that
+is hot in cache; inside a network the map may not be (benchmarks/bench_inference.py measures
+whole networks).
 
     python benchmarks/bench_pool.py [--rounds 100] [--threads 1]
 """
@@ -18,11 +21,12 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from assembler import inference_fuse
 from assembler.allocator import steady_allocator
 from assembler.measure import interleaved_latency, median_ratio
 
 CASES = [((256, 16, 8, 8), (3, 2, 1)), ((256, 32, 4, 4), (3, 2, 1)), ((256, 16, 8, 8), (5, 4, 2)),
-         ((1, 16, 8, 8), (3, 2, 1))]
+         ((256, 32, 8, 8), (2, 2, 0)), ((64, 64, 16, 16), (3, 2, 1)), ((1, 16, 8, 8), (3, 2, 1))]
 
 
 def padded(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -70,12 +74,20 @@ def pool1d(x, k, s, p):
     return q.view(n, -1, wo, c)[:, ::s].permute(0, 3, 1, 2)
 
 
+def views(x, k, s, p):
+    """`assembler.inference_fuse.max_pool`'s large-map path: maxima of strided views clipped at
+    the borders (no padding copy, no indices), rows then columns."""
+    rows, cols = inference_fuse._plan(x.shape[2], k, s, p), inference_fuse._plan(x.shape[3], k, s, p)
+    return inference_fuse._max_along(inference_fuse._max_along(x, 2, s, p, rows), 3, s, p, cols)
+
+
 def mkldnn(x, k, s, p):
     """A round trip through a mkldnn tensor and its pool."""
     return torch.mkldnn_max_pool2d(x.to_mkldnn(), [k, k], [s, s], [p, p]).to_dense()
 
 
-FORMULATIONS = {"F.max_pool2d, NCHW": None, "separable 2-D pools": separable, "shifted maxima": shifted,
+FORMULATIONS = {"F.max_pool2d, NCHW": None, "clipped views (max_pool)": views, "separable 2-D pools": separable,
+                "shifted maxima": shifted,
                 "strided windows + amax": windows_amax, "max_pool1d, dilated": pool1d, "mkldnn round trip": mkldnn}
 
 

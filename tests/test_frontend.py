@@ -109,6 +109,34 @@ def test_a_statement_without_a_break_that_fits_stays_as_short_as_it_can():
     assert assembler.format(assembler.parse(text)) == text
 
 
+def test_a_long_comment_is_never_wrapped():
+    """A comment line longer than the width, even one holding `->` or commas in brackets, stays
+    whole (a wrapped tail would be code: `-> decay` would join the setting above it)."""
+    for text in ("network n(x: [4]) {\n    y = x -> linear(2)\n    return y\n}\n# " + "z" * 95 + " -> relu\n",
+                 "train n {\n    epochs = 1\n    # " + "x" * 90 + " -> decay\n}\n",
+                 "train n {\n    # see f(a, b, c) " + "y" * 90 + "\n    epochs = 1\n}\n"):
+        assert assembler.format(assembler.parse(text)) == text
+
+
+@pytest.mark.parametrize("width", [24, 100])
+def test_comments_on_every_line_survive_wrapping(width, monkeypatch):
+    """The project's specs with a comment at the end of every line, formatted at `width`: the
+    meaning and every comment are kept, and formatting again changes nothing (a comment after a
+    wrapped header's `{` stays there)."""
+    from assembler import printer
+    monkeypatch.setattr(printer, "WIDTH", width)
+    for path in sorted(ROOT.glob("specs/**/*.net")):
+        lines = path.read_text().split("\n")
+        text = "\n".join(f"{line}  # c{i}" if line.strip() and not line.lstrip().startswith("#") else line
+                         for i, line in enumerate(lines))
+        spec = assembler.parse(text, str(path))
+        out = assembler.format(spec)
+        again = assembler.parse(out, str(path))
+        assert again == spec, path
+        assert len(again.comments) == len(spec.comments), path
+        assert assembler.format(again) == out, path
+
+
 def test_fmt_write_and_check(tmp_path):
     f = tmp_path / "a.net"
     f.write_text("network n(x: [4]) {\n  y = x->linear(2)\n  return y\n}")

@@ -4,11 +4,13 @@ and the training graph and its modules left untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 
 import pytest
 import torch
+from hypothesis import assume, given, settings, strategies as st
 import torch.nn.functional as F
 from torch import fx, nn
 
@@ -299,6 +301,78 @@ def test_pooled_cat_pools_each_tensor(batch):
     xs = [torch.randn(batch, c, 6, 6, generator=g) for c in (2, 3, 5)]
     got = inference_fuse.pooled_cat(xs, 3, 2, 1)
     assert torch.equal(got, torch.cat([F.max_pool2d(x, 3, 2, 1) for x in xs], 1))
+
+
+@given(h=st.integers(1, 11), w=st.integers(1, 11), k=st.integers(1, 5), s=st.integers(1, 4), data=st.data(),
+       channels_last=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_max_pool_by_views_equals_the_kernel(h, w, k, s, data, channels_last):
+    """max_pool's maxima of clipped strided views (forced on small maps here) give exactly
+    F.max_pool2d's values, NaN included, for every window it accepts and every map size."""
+    p = data.draw(st.integers(0, k // 2), label="padding")
+    assume(h + 2 * p >= k and w + 2 * p >= k)
+    g = torch.Generator().manual_seed(h * 1000 + w)
+    x = torch.randn(2, 3, h, w, generator=g)
+    x[1, 2, data.draw(st.integers(0, h - 1)), data.draw(st.integers(0, w - 1))] = float("nan")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _separable_from(0):
+        got = inference_fuse.max_pool(x, k, s, p)
+    want = F.max_pool2d(x, k, s, p)
+    assert got.shape == want.shape and torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+@contextlib.contextmanager
+def _separable_from(size: int):
+    old = inference_fuse.SEPARABLE_MIN_DISJOINT, inference_fuse.SEPARABLE_MIN_OVERLAP
+    inference_fuse.SEPARABLE_MIN_DISJOINT = inference_fuse.SEPARABLE_MIN_OVERLAP = size
+    try:
+        yield
+    finally:
+        inference_fuse.SEPARABLE_MIN_DISJOINT, inference_fuse.SEPARABLE_MIN_OVERLAP = old
+
+
+def test_max_pool_takes_the_views_only_on_large_maps_and_without_gradients(monkeypatch):
+    """Below the size threshold, with a gradient to record, or traced symbolically, max_pool is
+    ATen's kernel (one call); above it, the views (and the same values)."""
+    calls = []
+    monkeypatch.setattr(inference_fuse, "_max_along", lambda *a: calls.append(a[1]) or _real_max_along(*a))
+    small = torch.randn(2, 4, 8, 8)
+    large = torch.randn(inference_fuse.SEPARABLE_MIN_OVERLAP // 64 // 4, 4, 8, 8)
+    assert torch.equal(inference_fuse.max_pool(small, 3, 2, 1), F.max_pool2d(small, 3, 2, 1)) and calls == []
+    assert torch.equal(inference_fuse.max_pool(large, 3, 2, 1), F.max_pool2d(large, 3, 2, 1)) and calls == [2, 3]
+    calls.clear()
+    x = large.clone().requires_grad_()
+    inference_fuse.max_pool(x, 3, 2, 1).sum().backward()
+    assert calls == [] and torch.equal(x.grad, torch.func.grad(lambda t: F.max_pool2d(t, 3, 2, 1).sum())(large))
+    assert not inference_fuse.separable_pool(5, 3)  # windows overlapping by two rows: the kernel stays
+
+
+_real_max_along = inference_fuse._max_along
+
+
+def test_large_maxpools_become_max_pool_and_keep_the_outputs():
+    """In a compiled network, the pools whose windows overlap by at most one row call max_pool;
+    at batch 512 (views) and 2 (kernel) the outputs are the training graph's."""
+    class Pools(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 16, 3, padding=1)
+            self.a, self.b, self.wide = nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(5, 1, 2)
+
+        def forward(self, x):
+            y = torch.relu(self.c(x))
+            return self.a(y) + self.b(y), self.wide(y)
+
+    m = Pools().eval()
+    opt = inference.optimize(fx.symbolic_trace(m), check_with=(torch.randn(2, 1, 8, 8),))
+    assert len(_calls(opt, inference_fuse.max_pool)) == 2 and len(_calls(opt, F.max_pool2d)) == 1
+    for batch in (2, 512):
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.no_grad():
+            for got, want in zip(opt(x), m(x)):
+                assert torch.allclose(got, want, atol=TOL)
 
 
 def test_a_value_beside_a_conv_of_itself_folds_into_the_kernel_as_the_identity():
