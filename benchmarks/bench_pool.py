@@ -9,7 +9,13 @@ a 32x32 image (64 channels at 16x16), at batch 256, 64 and 1. Each call here rea
 is hot in cache; inside a network the map may not be (benchmarks/bench_inference.py measures
 whole networks).
 
-    python benchmarks/bench_pool.py [--rounds 100] [--threads 1]
+Then whole networks at batch 256, inference-compiled with `max_pool` against the same graphs
+calling F.max_pool2d (and a `pooled_cat` that does), where the pooled maps are no longer hot
+in cache: the demo's tailored network and its teacher (`make demo`'s checkpoint), and
+tailor_resnet.net's k = 1 candidate and its teacher; each trained if missing.
+
+    python benchmarks/bench_pool.py [--rounds 100] [--threads 1] [--checkpoint runs/demo/tailored]
+                                    [--k1 runs/bench-pool/resnet-k1]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +32,7 @@ from assembler import inference_fuse
 from assembler.allocator import steady_allocator
 from assembler.measure import interleaved_latency, median_ratio
 
+ROOT = Path(__file__).resolve().parent.parent
 CASES = [((256, 16, 8, 8), (3, 2, 1)), ((256, 32, 4, 4), (3, 2, 1)), ((256, 16, 8, 8), (5, 4, 2)),
          ((256, 32, 8, 8), (2, 2, 0)), ((64, 64, 16, 16), (3, 2, 1)), ((1, 16, 8, 8), (3, 2, 1))]
 
@@ -91,10 +99,65 @@ FORMULATIONS = {"F.max_pool2d, NCHW": None, "clipped views (max_pool)": views, "
                 "strided windows + amax": windows_amax, "max_pool1d, dilated": pool1d, "mkldnn round trip": mkldnn}
 
 
+def kernel_pooled_cat(tensors, kernel, stride, padding=0):
+    """`inference_fuse.pooled_cat` with ATen's kernel on the pool-first path (as before max_pool)."""
+    if sum(t.numel() for t in tensors) <= inference_fuse.POOL_CAT_SMALL:
+        return F.max_pool2d(torch.cat(tensors, 1), kernel, stride, padding)
+    return torch.cat([F.max_pool2d(t, kernel, stride, padding) for t in tensors], 1)
+
+
+def without_views(gm):
+    """A copy of an inference-compiled network calling ATen's max-pool kernel everywhere."""
+    import copy
+    out = copy.deepcopy(gm)
+    for n in out.graph.nodes:
+        if n.target is inference_fuse.max_pool:
+            n.target = F.max_pool2d
+        elif n.target is inference_fuse.pooled_cat:
+            n.target = kernel_pooled_cat
+    out.recompile()
+    return out
+
+
+def resnet_k1(path: Path):
+    """specs/digits/tailor_resnet.net tailored with k = 1 only (one block of six removed, its
+    proxies kept), trained into `path` when missing (about 15 s)."""
+    from assembler import load
+    from assembler.checkpoint import restore
+    from assembler.train.run import train_spec
+    if not (path / "meta.json").is_file():
+        print(f"training tailor_resnet.net's k = 1 candidate into {path}", file=sys.stderr)
+        train_spec(load(ROOT / "specs" / "digits" / "tailor_resnet.net"), network="student", out=path, quiet=True,
+                   force=True, sets=["procedure.blocks=[1]"])
+    return restore(path)
+
+
+def networks(args) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_tailored import tailored
+    from assembler import inference
+    print("\nwhole networks, batch 256: time with max_pool / time with F.max_pool2d, median of rounds")
+    print("| network | with F.max_pool2d | with max_pool / with F.max_pool2d |\n|---|---:|---:|")
+    for label, asm in ((f"demo ({args.checkpoint})", tailored(args.checkpoint)),
+                       (f"tailor_resnet k = 1 ({args.k1})", resnet_k1(args.k1))):
+        x = inference.example_inputs(asm.checked.networks["student"].inputs, batch=256)
+        nets = {}
+        for name in ("teacher", "student"):
+            nets[name] = inference.compile(asm, name)
+            nets[f"{name}, kernel"] = without_views(nets[name])
+            assert inference.max_abs_diff(nets[name], nets[f"{name}, kernel"], x) == 0.0
+        times = interleaved_latency(nets, x, rounds=args.rounds)
+        for name in ("teacher", "student"):
+            print(f"| {label}: {name} | {statistics.median(times[f'{name}, kernel']) * 1e3:.3f} ms | "
+                  f"{median_ratio(times, name, f'{name}, kernel'):.3f} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoint", type=Path, default=Path("runs/demo/tailored"))
+    ap.add_argument("--k1", type=Path, default=Path("runs/bench-pool/resnet-k1"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     steady_allocator()
@@ -123,6 +186,7 @@ def main() -> int:
         base = statistics.median(times["F.max_pool2d"]) * 1e6
         print(f"| {list(shape)} | {(k, s, p)} | {base:.1f} µs | "
               + " | ".join(f"{median_ratio(times, n, 'F.max_pool2d'):.2f}" for n in names) + " |", flush=True)
+    networks(args)
     return 0
 
 
