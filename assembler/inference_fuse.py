@@ -301,7 +301,7 @@ def pooled_cat(tensors: list[torch.Tensor], kernel: int, stride: int, padding: i
     for t in tensors:
         size += t.numel()
     if type(size) is int and size <= POOL_CAT_SMALL:
-        return F.max_pool2d(torch.cat(tensors, 1), kernel, stride, padding)
+        return torch.max_pool2d(torch.cat(tensors, 1), kernel, stride, padding)
     pool = max_pool if separable_pool(kernel, stride) else F.max_pool2d
     return torch.cat([pool(t, kernel, stride, padding) for t in tensors], 1)
 
@@ -346,7 +346,7 @@ def max_pool(x: torch.Tensor, kernel: int, stride: int, padding: int = 0) -> tor
         rows, cols = _plan(x.shape[2], kernel, stride, padding), _plan(x.shape[3], kernel, stride, padding)
         if rows is not None and cols is not None:
             return _max_along(_max_along(x, 2, stride, padding, rows), 3, stride, padding, cols)
-    return F.max_pool2d(x, kernel, stride, padding)
+    return torch.max_pool2d(x, kernel, stride, padding)  # F.max_pool2d's kernel, without its Python wrapper
 
 
 @functools.lru_cache(maxsize=256)
