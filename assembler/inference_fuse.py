@@ -338,8 +338,8 @@ def max_pool(x: torch.Tensor, kernel: int, stride: int, padding: int = 0) -> tor
     large map (see SEPARABLE_MIN_*) it is computed along H, then along W, as the elementwise
     maximum of the k strided views that hold each window's rows (the views clipped at the
     borders instead of padded): the same values, NaN included, without a padding copy or
-    argmax indices. On other devices, traced with a symbolic size, or with gradients to
-    record, it calls F.max_pool2d."""
+    argmax indices. Below that size, on other devices, traced with a symbolic size, or with
+    gradients to record, it calls ATen's kernel (`torch.max_pool2d`, which F.max_pool2d calls)."""
     size = x.numel()
     if type(size) is int and size >= (SEPARABLE_MIN_OVERLAP if kernel > stride else SEPARABLE_MIN_DISJOINT) \
             and x.dim() == 4 and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled()):
