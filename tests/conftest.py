@@ -39,14 +39,11 @@ def assembler_cmd(*args: str) -> list[str]:
 
 
 def torchrun_cmd(*args: str, ranks: int = 2) -> list[str]:
-    """`torchrun ... -m assembler ARGS` on a free port of its own (two test workers may each
-    start one at the same time; on one port the second aborts)."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [str(Path(sys.executable).with_name("torchrun")), f"--nproc_per_node={ranks}", "--master_addr=127.0.0.1",
-            f"--master_port={port}", "-m", "assembler", *args]
+    """`torchrun --standalone ... -m assembler ARGS`: the launcher binds a free port itself and
+    the ranks meet on its store (two test workers may each start one at the same time; a port
+    picked here and released could be taken by the other before torchrun binds it)."""
+    return [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={ranks}",
+            "-m", "assembler", *args]
 
 
 def run(args: list[str], cwd, fault: str | None = None, plugins: str | None = None,
