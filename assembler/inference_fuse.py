@@ -35,6 +35,7 @@ import operator
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.autograd import forward_ad
 
 # Ops whose output is a new tensor (never a view of an input): safe to overwrite in place.
 FRESH_FUNCTIONS = frozenset({torch.conv2d, F.linear, F.max_pool2d, F.avg_pool2d, operator.add, operator.mul,
@@ -337,16 +338,26 @@ def max_pool(x: torch.Tensor, kernel: int, stride: int, padding: int = 0) -> tor
     """F.max_pool2d(x, kernel, stride, padding), square windows, dilation 1, floor mode. On a
     large map (see SEPARABLE_MIN_*) it is computed along H, then along W, as the elementwise
     maximum of the k strided views that hold each window's rows (the views clipped at the
-    borders instead of padded): the same values, NaN included, without a padding copy or
-    argmax indices. Below that size, on other devices, traced with a symbolic size, or with
-    gradients to record, it calls ATen's kernel (`torch.max_pool2d`, which F.max_pool2d calls)."""
+    borders instead of padded): the same values and NaNs (a window holding both -0.0 and 0.0
+    may give either), without a padding copy or argmax indices. Otherwise (a small map, another
+    device or layout, quantized or bool values, arguments that are not plain ints in the
+    kernel's range, gradients to record, forward-mode AD, a symbolic size, or a function
+    transform that rejects `out=`) it is ATen's kernel, `torch.max_pool2d`, which F.max_pool2d
+    calls."""
     size = x.numel()
-    if type(size) is int and size >= (SEPARABLE_MIN_OVERLAP if kernel > stride else SEPARABLE_MIN_DISJOINT) \
-            and x.dim() == 4 and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled()):
+    if type(size) is int and type(kernel) is int and type(stride) is int and type(padding) is int \
+            and stride >= 1 and 0 <= padding <= kernel // 2 \
+            and size >= (SEPARABLE_MIN_OVERLAP if kernel > stride else SEPARABLE_MIN_DISJOINT) \
+            and x.dim() == 4 and x.device.type == "cpu" and x.layout is torch.strided and not x.is_quantized \
+            and x.dtype is not torch.bool and not (x.requires_grad and torch.is_grad_enabled()) \
+            and forward_ad.unpack_dual(x).tangent is None:
         rows, cols = _plan(x.shape[2], kernel, stride, padding), _plan(x.shape[3], kernel, stride, padding)
         if rows is not None and cols is not None:
-            return _max_along(_max_along(x, 2, stride, padding, rows), 3, stride, padding, cols)
-    return torch.max_pool2d(x, kernel, stride, padding)  # F.max_pool2d's kernel, without its Python wrapper
+            try:
+                return _max_along(_max_along(x, 2, stride, padding, rows), 3, stride, padding, cols)
+            except (NotImplementedError, RuntimeError):  # e.g. under vmap: no batching rule for maximum.out
+                pass
+    return torch.max_pool2d(x, kernel, stride, padding)
 
 
 @functools.lru_cache(maxsize=256)

@@ -354,6 +354,26 @@ def test_max_pool_takes_the_views_only_on_large_maps_and_without_gradients(monke
 _real_max_along = inference_fuse._max_along
 
 
+def test_max_pool_under_transforms_and_other_tensors_is_the_kernel():
+    """Where the views cannot stand in for ATen's kernel (vmap rejects maximum's out=, forward
+    AD would split a tangent between tied maxima, mkldnn (and quantized) tensors have no views,
+    a negative padding must be refused), max_pool returns or raises what F.max_pool2d does."""
+    from torch.autograd import forward_ad as fwAD
+    x = torch.relu(torch.randn(512, 16, 8, 8))  # ties (zeros) after a ReLU
+    batched = torch.stack([x, x.flip(0)])
+    assert torch.equal(torch.vmap(lambda t: inference_fuse.max_pool(t, 3, 2, 1))(batched),
+                       torch.vmap(lambda t: F.max_pool2d(t, 3, 2, 1))(batched))
+    v = torch.randn_like(x)
+    with fwAD.dual_level():
+        got = fwAD.unpack_dual(inference_fuse.max_pool(fwAD.make_dual(x, v), 3, 2, 1))
+        want = fwAD.unpack_dual(F.max_pool2d(fwAD.make_dual(x, v), 3, 2, 1))
+    assert torch.equal(got.primal, want.primal) and torch.equal(got.tangent, want.tangent)
+    m = x.to_mkldnn()
+    assert torch.equal(inference_fuse.max_pool(m, 3, 2, 1).to_dense(), F.max_pool2d(m, 3, 2, 1).to_dense())
+    with pytest.raises(RuntimeError, match="pad"):
+        inference_fuse.max_pool(x, 3, 2, -1)
+
+
 def test_large_maxpools_become_max_pool_and_keep_the_outputs():
     """In a compiled network, the pools whose windows overlap by at most one row call max_pool;
     at batch 512 (views) and 2 (kernel) the outputs are the training graph's."""
