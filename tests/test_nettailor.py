@@ -481,6 +481,25 @@ def test_a_kept_network_with_fewer_flops_but_slower_is_reported():
     assert slower_note(dict(summary, tailor=[dict(LATENCY_ROWS[1], latency=None)])) is None  # not measured
 
 
+def test_cost_latency_keeps_what_choose_picks_from_the_recorded_candidates(tmp_path, monkeypatch):
+    """Training with cost="latency": the kept k (chosen candidate by candidate, as each is
+    retrained) is the one `choose` picks from all the recorded rows, and the metrics say which
+    rule chose it."""
+    from assembler.train.tailor import choose
+    for f in SPECS.glob("*.net"):
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["train", "tailor.net", "--network", "student", "--out", "fast", "-q",
+                                  "--set", "epochs=1", "--set", "procedure.retrain_epochs=1",
+                                  "--set", "procedure.blocks=[0, 1, 2]", "--set", 'procedure.cost="latency"',
+                                  "--set", "procedure.tolerance=0.5"])
+    assert r.exit_code == 0, r.output
+    final = json.loads((tmp_path / "fast/metrics.jsonl").read_text().splitlines()[-1])
+    assert final["cost"] == "latency" and all(row["latency"] for row in final["tailor"] if "skipped" not in row)
+    assert len([row for row in final["tailor"] if "skipped" not in row]) == 3  # all within tolerance 0.5: time decides
+    assert final["chosen_k"] == choose(final["tailor"], final["teacher_val_accuracy"], 0.5, "latency")["k"]
+
+
 def test_cost_latency_without_the_measurement_is_a_located_check_error(tmp_path):
     shutil.copy(SPECS / "source.net", tmp_path / "source.net")
     (tmp_path / "s.net").write_text(IMPORTED_TEACHER.replace("latency=false)", 'latency=false, cost="latency")'))
