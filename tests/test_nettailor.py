@@ -484,7 +484,7 @@ def test_a_kept_network_with_fewer_flops_but_slower_is_reported():
 def test_cost_latency_keeps_what_choose_picks_from_the_recorded_candidates(tmp_path, monkeypatch):
     """Training with cost="latency": the kept k (chosen candidate by candidate, as each is
     retrained) is the one `choose` picks from all the recorded rows, and the metrics say which
-    rule chose it."""
+    rule chose it (threshold 0 keeps every proxy, so that each k leaves a network)."""
     from assembler.train.tailor import choose
     for f in SPECS.glob("*.net"):
         shutil.copy(f, tmp_path / f.name)
@@ -492,7 +492,7 @@ def test_cost_latency_keeps_what_choose_picks_from_the_recorded_candidates(tmp_p
     r = CliRunner().invoke(main, ["train", "tailor.net", "--network", "student", "--out", "fast", "-q",
                                   "--set", "epochs=1", "--set", "procedure.retrain_epochs=1",
                                   "--set", "procedure.blocks=[0, 1, 2]", "--set", 'procedure.cost="latency"',
-                                  "--set", "procedure.tolerance=0.5"])
+                                  "--set", "procedure.tolerance=0.5", "--set", "procedure.threshold=0"])
     assert r.exit_code == 0, r.output
     final = json.loads((tmp_path / "fast/metrics.jsonl").read_text().splitlines()[-1])
     assert final["cost"] == "latency" and all(row["latency"] for row in final["tailor"] if "skipped" not in row)
