@@ -1,5 +1,7 @@
-"""Exact formulations of a max-pool on CPU against `F.max_pool2d` on a channels-last tensor (what
-the inference compilation uses for NetTailor's proxies), and a 3x3 conv on the same map for
+"""Max-pools on CPU: exact formulations against F.max_pool2d, and whole networks with max_pool.
+
+Each formulation against `F.max_pool2d` on a channels-last tensor (what the inference
+compilation used for NetTailor's proxies before `max_pool`), and a 3x3 conv on the same map for
 scale: interleaved rounds, median of per-round time ratios (below 1: faster than F.max_pool2d).
 Every formulation is first checked to give exactly the baseline's values.
 
