@@ -111,6 +111,9 @@ def test_tailor_example_end_to_end(tmp_path, monkeypatch):
         assert r.exit_code == 0, (cmd, r.output)
     shown = json.loads(run.invoke(main, ["show", "tailored", "--json", "-n", "student"]).output)
     assert shown["student"]["flops"] == final["flops"]
+    assert shown["student"]["nettailor"]["tailor"] == final["tailor"]
+    assert shown["student"]["nettailor"]["chosen_k"] == final["chosen_k"] and "nettailor" not in json.loads(
+        run.invoke(main, ["show", "tailored", "--json"]).output)["teacher"]
     from assembler.train.tailor import table
     shown = run.invoke(main, ["show", "tailored", "-n", "student"]).output  # the -q run's table, from meta.json
     assert shown.endswith("nettailor's choice for student, as recorded when the checkpoint was trained:\n"

@@ -123,16 +123,21 @@ def fmt(files, write, check_only):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(target, network, as_json):
     """Per binding: shape, parameters, FLOPs, frozen/trainable and role; totals per network. For
-    a checkpoint NetTailor trained, also its curve over k and the kept network (text only)."""
+    a checkpoint NetTailor trained, also its curve over k and the kept network."""
     from .. import resolve
     checked = resolve.check(resolve.read(target))
     names = networks_of(checked, network)
     learned = _learned_edges(checked, target)
+    tailored = _tailoring(target)
+    students = {n for t in checked.trains if (t.settings.get("procedure") or {}).get("name") == "nettailor"
+                for n in t.networks}
     if as_json:
         out = {n: {"params": checked.params(n), "trainable": checked.params(n, trainable_only=True),
                    "flops": checked.flops(n), "inputs": {k: list(v) for k, v in checked.networks[n].inputs.items()},
                    "outputs": list(checked.networks[n].outputs), "bindings": binding_rows(checked, n),
-                   **({"edges": learned[n]} if learned.get(n) else {})}
+                   **({"edges": learned[n]} if learned.get(n) else {}),
+                   **({"nettailor": {k: tailored[k] for k in TAILORING if k in tailored}}
+                      if tailored is not None and n in students else {})}
                for n in names}
         click.echo(json.dumps(out, indent=2))
         return
@@ -154,9 +159,6 @@ def show(target, network, as_json):
             for r in learned[n]:
                 click.echo(f"    {r['source'] + ' -> ' + r['target']:<{width}}  {r['weighting']}  "
                            f"λ = {r['lambda']:.3f} ± {r['lambda_sd'] or 0.0:.3f}")
-    tailored = _tailoring(target)
-    students = {n for t in checked.trains if (t.settings.get("procedure") or {}).get("name") == "nettailor"
-                for n in t.networks}
     if tailored is not None and (network is None or network in students):
         from ..train.tailor import table
         try:
@@ -166,6 +168,13 @@ def show(target, network, as_json):
         click.echo(f"nettailor's choice for {', '.join(sorted(students)) or 'the student'}, as recorded when the "
                    "checkpoint was trained:")
         click.echo("\n".join("  " + line for line in text.splitlines()))
+
+
+# NetTailor's final metrics that `show --json` gives under the tailored network: the reference
+# accuracies and costs, the rule, the curve over k and the kept network
+TAILORING = ("teacher_val_accuracy", "teacher_accuracy", "teacher_flops", "student_val_accuracy",
+             "student_test_accuracy", "student_flops", "student_params", "student_latency", "held_out", "validation",
+             "tolerance", "cost", "tailor", "chosen_k", "slower_than_teacher")
 
 
 def _tailoring(target) -> dict | None:
