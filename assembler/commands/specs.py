@@ -127,8 +127,9 @@ def show(target, network, as_json):
     from .. import resolve
     checked = resolve.check(resolve.read(target))
     names = networks_of(checked, network)
-    learned = _learned_edges(checked, target)
-    tailored = _tailoring(target)
+    recorded = _recorded_metrics(target)
+    learned = _learned_edges(checked, recorded)
+    tailored = recorded if recorded is not None and "tailor" in recorded and "chosen_k" in recorded else None
     students = {n for t in checked.trains if (t.settings.get("procedure") or {}).get("name") == "nettailor"
                 for n in t.networks}
     if as_json:
@@ -177,26 +178,19 @@ TAILORING = ("teacher_val_accuracy", "teacher_accuracy", "teacher_flops", "stude
              "tolerance", "cost", "tailor", "chosen_k", "slower_than_teacher")
 
 
-def _tailoring(target) -> dict | None:
-    """The final metrics of a checkpoint NetTailor trained (its curve over k, the kept network),
-    else None."""
-    if not Path(target).is_dir():
-        return None
-    from ..store import is_checkpoint, read_meta
-    if not is_checkpoint(target):
-        return None
-    metrics = read_meta(Path(target)).get("metrics") or {}
-    return metrics if "tailor" in metrics and "chosen_k" in metrics else None
-
-
-def _learned_edges(checked, target) -> dict[str, list[dict]]:
-    """Per network, the edges into it whose lambda a checkpoint recorded (L2T-ww); {} for a spec."""
+def _recorded_metrics(target) -> dict | None:
+    """A checkpoint's final metrics (read once: edge lambdas, NetTailor's curve), else None."""
     if not Path(target).is_dir():  # a spec file: nothing recorded (and no torch import for it)
-        return {}
+        return None
     from ..store import is_checkpoint, read_meta
     if not is_checkpoint(target):
-        return {}
-    rows = [r for r in edge_rows(checked, read_meta(Path(target)).get("metrics")) if r["lambda"] is not None]
+        return None
+    return read_meta(Path(target)).get("metrics") or {}
+
+
+def _learned_edges(checked, metrics: dict | None) -> dict[str, list[dict]]:
+    """Per network, the edges into it whose lambda a checkpoint recorded (L2T-ww); {} for a spec."""
+    rows = [r for r in edge_rows(checked, metrics) if r["lambda"] is not None]
     out: dict[str, list[dict]] = {}
     for r in rows:
         out.setdefault(r["target"].split(".", 1)[0], []).append(r)

@@ -135,7 +135,8 @@ def _cell(v, fmt: str) -> str:
 
 def table(summary: dict) -> str:
     """The accuracy-vs-cost curve over k: held-out and test accuracy, parameters, FLOPs (share
-    of the teacher's) and measured latency (the teacher's = 1), the kept network marked."""
+    of the teacher's) and measured latency (the teacher's = 1), the kept network marked, and
+    the recorded `slower_than_teacher` warning."""
     s = summary
     tf = s.get("teacher_flops") or 0
     lat = lambda latency, b: _cell((latency or {}).get(b), ".2f")  # noqa: E731
@@ -160,5 +161,5 @@ def table(summary: dict) -> str:
                      f"  {r['accuracy']:>8.4f}  {_cell(r.get('test_accuracy'), '>6.4f')}  {lat(r.get('latency'), 'b1'):>6}  "
                      f"{lat(r.get('latency'), 'b256'):>8}  {', '.join(r['removed_blocks']) or '-'} (+{r['removed_proxies']} "
                      f"proxies){mark}")
-    note = slower_note(s)
+    note = s.get("slower_than_teacher")  # NetTailor.finish records slower_note's warning
     return "\n".join(lines + ([f"note: {note}"] if note else []))
