@@ -23,6 +23,7 @@ tailor_resnet.net's k = 1 candidate and its teacher; each trained if missing.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +35,6 @@ from assembler import inference_fuse
 from assembler.allocator import steady_allocator
 from assembler.measure import interleaved_latency, median_ratio
 
-ROOT = Path(__file__).resolve().parent.parent
 CASES = [((256, 16, 8, 8), (3, 2, 1)), ((256, 32, 4, 4), (3, 2, 1)), ((256, 16, 8, 8), (5, 4, 2)),
          ((256, 32, 8, 8), (2, 2, 0)), ((64, 64, 16, 16), (3, 2, 1)), ((1, 16, 8, 8), (3, 2, 1))]
 
@@ -110,7 +110,6 @@ def kernel_pooled_cat(tensors, kernel, stride, padding=0):
 
 def without_views(gm):
     """A copy of an inference-compiled network calling ATen's max-pool kernel everywhere."""
-    import copy
     out = copy.deepcopy(gm)
     for n in out.graph.nodes:
         if n.target is inference_fuse.max_pool:
@@ -121,27 +120,16 @@ def without_views(gm):
     return out
 
 
-def resnet_k1(path: Path):
-    """specs/digits/tailor_resnet.net tailored with k = 1 only (one block of six removed, its
-    proxies kept), trained into `path` when missing (about 15 s)."""
-    from assembler import load
-    from assembler.checkpoint import restore
-    from assembler.train.run import train_spec
-    if not (path / "meta.json").is_file():
-        print(f"training tailor_resnet.net's k = 1 candidate into {path}", file=sys.stderr)
-        train_spec(load(ROOT / "specs" / "digits" / "tailor_resnet.net"), network="student", out=path, quiet=True,
-                   force=True, sets=["procedure.blocks=[1]"])
-    return restore(path)
-
-
 def networks(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_tailored import tailored
     from assembler import inference
     print("\nwhole networks, batch 256: time with max_pool / time with F.max_pool2d, median of rounds")
     print("| network | with F.max_pool2d | with max_pool / with F.max_pool2d |\n|---|---:|---:|")
+    # the demo's network, and tailor_resnet.net's k = 1 candidate (one block of six removed, its proxies kept)
     for label, asm in ((f"demo ({args.checkpoint})", tailored(args.checkpoint)),
-                       (f"tailor_resnet k = 1 ({args.k1})", resnet_k1(args.k1))):
+                       (f"tailor_resnet k = 1 ({args.k1})",
+                        tailored(args.k1, "tailor_resnet.net", ("procedure.blocks=[1]",)))):
         x = inference.example_inputs(asm.checked.networks["student"].inputs, batch=256)
         nets = {}
         for name in ("teacher", "student"):

@@ -28,11 +28,13 @@ from assembler.train.run import train_spec
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tailored(path: Path):
+def tailored(path: Path, spec: str = "tailor.net", sets: tuple[str, ...] = ()):
+    """The checkpoint at `path` of specs/digits/`spec`'s student tailored with `sets` (the demo's
+    network by default), trained there first when missing."""
     if not (path / "meta.json").is_file():
-        print(f"training the demo's tailored network into {path}", file=sys.stderr)
-        train_spec(load(ROOT / "specs" / "digits" / "tailor.net"), network="student", out=path, quiet=True,
-                   force=True)
+        print(f"training {spec}'s tailored network into {path}", file=sys.stderr)
+        train_spec(load(ROOT / "specs" / "digits" / spec), network="student", out=path, quiet=True, force=True,
+                   sets=list(sets))
     return restore(path)
 
 
