@@ -41,7 +41,7 @@ for _command in (specs.check, specs.fmt, specs.show, specs.compile_cmd, specs.gr
 
 def run() -> None:
     """Entry point that hides internal tracebacks unless ASSEMBLER_DEBUG is set. It fixes
-    glibc's malloc thresholds first (`measure.steady_allocator`): faster, steadier timings."""
+    glibc's malloc thresholds first (`allocator.steady_allocator`): faster, steadier timings."""
     steady_allocator()
     try:
         main(standalone_mode=True)

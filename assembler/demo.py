@@ -25,7 +25,7 @@ SPECS = Path(__file__).resolve().parent.parent / "specs" / "digits"
 
 def main(out: Path = Path("runs/demo")) -> int:
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes
-    steady_allocator()  # stable batch-256 timings (assembler.measure)
+    steady_allocator()  # stable batch-256 timings (assembler.allocator)
     print("== checking the example specs")
     for f in sorted(SPECS.glob("*.net")):
         checked = check(load(f))

@@ -58,7 +58,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "backdistill_step.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.allocator)
     torch.manual_seed(0)
     ensure_trained(SPEC.parent / "categories.net", quiet=True)
     asm = assembler.compile(assembler.load(SPEC))

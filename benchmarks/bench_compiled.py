@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.allocator)
     gm = assembler.compile(assembler.load(ROOT / "specs/digits/source.net"))["cnn"]
     hand = HandCNN()
     _copy_into(hand, gm)

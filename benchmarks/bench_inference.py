@@ -68,7 +68,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.allocator)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds; "
           "ratio = inference time / training-graph time (eval mode), median over rounds")
     print("| network | batch | training graph | inference | inference+channels-last |")

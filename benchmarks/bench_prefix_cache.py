@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.allocator)
     asm = assembler.compile(assembler.parse(SPEC))
     ds = data.digits(split="train")
     params = asm.trainable_parameters("student")

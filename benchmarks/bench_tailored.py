@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--adaptive-malloc", action="store_true",
-                    help="keep glibc's adaptive mmap/trim thresholds (default: fixed, assembler.measure.steady_allocator)")
+                    help="keep glibc's adaptive mmap/trim thresholds (default: fixed, assembler.allocator.steady_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     steady = False if args.adaptive_malloc else steady_allocator()

@@ -207,7 +207,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/l2tww_speed.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.allocator)
     rel = same_hypergradient(args.batch)
     ours_proc, ours_opts, batch = setup(args.batch)
     rep_proc, rep_opts, _ = setup(args.batch)

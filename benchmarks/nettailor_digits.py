@@ -236,7 +236,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 epochs, 1 per k: checks the script, measures nothing")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.measure)
+    steady_allocator()  # glibc's adaptive thresholds make batch-256 timings vary (assembler.allocator)
     os.environ.setdefault("ASSEMBLER_THREADS", "1")
     work = args.out / "specs"
     work.mkdir(parents=True, exist_ok=True)
