@@ -90,20 +90,17 @@ def test_pruning_zero_alpha_paths_keeps_the_function():
     assert torch.allclose(asm["n"](x), new["n"](x), atol=1e-6)
 
 
-def test_tailor_example_end_to_end(tmp_path, monkeypatch):
-    for f in SPECS.glob("*.net"):
-        shutil.copy(f, tmp_path / f.name)
-    monkeypatch.chdir(tmp_path)
+def test_tailor_example_end_to_end(work):
     run = CliRunner()
     r = run.invoke(main, ["train", "tailor.net", "--network", "student", "--out", "tailored", "-q",
                           "--set", "epochs=2", "--set", "procedure.retrain_epochs=1", "--set", "procedure.blocks=[0, 2]"])
     assert r.exit_code == 0, r.output
-    lines = [json.loads(x) for x in (tmp_path / "tailored/metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (work / "tailored/metrics.jsonl").read_text().splitlines()]
     final = lines[-1]
     assert final["stage"] == "final" and [row["k"] for row in final["tailor"]] == [0, 2]
     assert {"params", "flops", "accuracy", "removed_blocks"} <= final["tailor"][0].keys()
     assert {"ce", "complexity", "teacher"} <= lines[0].keys()
-    text = (tmp_path / "tailored/spec.net").read_text()
+    text = (work / "tailored/spec.net").read_text()
     assert "skips" not in text
     for cmd in (["check", "tailored"], ["show", "tailored", "--json"], ["fmt", "--check", "tailored/spec.net"],
                 ["graph", "tailored", "-n", "student", "-o", "t.svg"], ["eval", "tailored", "--json"]):
@@ -484,20 +481,17 @@ def test_a_kept_network_with_fewer_flops_but_slower_is_reported():
     assert slower_note(dict(summary, tailor=[dict(LATENCY_ROWS[1], latency=None)])) is None  # not measured
 
 
-def test_cost_latency_keeps_what_choose_picks_from_the_recorded_candidates(tmp_path, monkeypatch):
+def test_cost_latency_keeps_what_choose_picks_from_the_recorded_candidates(work):
     """Training with cost="latency": the kept k (chosen candidate by candidate, as each is
     retrained) is the one `choose` picks from all the recorded rows, and the metrics say which
     rule chose it (threshold 0 keeps every proxy, so that each k leaves a network)."""
     from assembler.train.tailor import choose
-    for f in SPECS.glob("*.net"):
-        shutil.copy(f, tmp_path / f.name)
-    monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["train", "tailor.net", "--network", "student", "--out", "fast", "-q",
                                   "--set", "epochs=1", "--set", "procedure.retrain_epochs=1",
                                   "--set", "procedure.blocks=[0, 1, 2]", "--set", 'procedure.cost="latency"',
                                   "--set", "procedure.tolerance=0.5", "--set", "procedure.threshold=0"])
     assert r.exit_code == 0, r.output
-    final = json.loads((tmp_path / "fast/metrics.jsonl").read_text().splitlines()[-1])
+    final = json.loads((work / "fast/metrics.jsonl").read_text().splitlines()[-1])
     assert final["cost"] == "latency" and all(row["latency"] for row in final["tailor"] if "skipped" not in row)
     assert len([row for row in final["tailor"] if "skipped" not in row]) == 3  # all within tolerance 0.5: time decides
     assert final["chosen_k"] == choose(final["tailor"], final["teacher_val_accuracy"], 0.5, "latency")["k"]
