@@ -44,13 +44,14 @@ def merge(lw: "Lowerer", call: ir.Call, ctx: "Ctx") -> str:
     if merge.module:
         trainable = ctx.modifier != "frozen"
         module = lw.declare(f"{ctx.path}.{merge.name}", merge.name, args, shape, trainable,
-                              merge.role or "merge", params, call.span)
+                            merge.role or "merge", params, call.span)
     node_args = args
     if merge.role == "gate" and args.get("mix") == "relu":
         inputs, absorbed = _absorb_relus(lw, inputs, ctx)
         node_args = {**args, "absorbed": absorbed}
     return lw.add(ctx, merge.name, tuple(inputs), shape, args=node_args, module=module, trainable=trainable,
-                    role=merge.role or "merge", params=params, flops=flops, span=call.span)
+                  role=merge.role or "merge", params=params, flops=flops, span=call.span)
+
 
 def _absorb_relus(lw: "Lowerer", inputs: list[str], ctx: "Ctx") -> tuple[list[str], list[int]]:
     """A `gate(..., mix="relu")` applies the ReLU after mixing, so each path's own final ReLU
@@ -79,12 +80,14 @@ def _absorb_relus(lw: "Lowerer", inputs: list[str], ctx: "Ctx") -> tuple[list[st
         absorbed.append(i)
     return out, absorbed
 
+
 def _own_nodes(lw: "Lowerer", binding: str):
     """The nodes lowered so far for `binding` (the last ones: a binding lowers in one go)."""
     for n in reversed(lw.nodes.values()):
         if n["binding"] != binding:
             return
         yield n
+
 
 def _merge_paths(lw: "Lowerer", op: str, paths: list[ir.Arg], ctx: "Ctx") -> list[str]:
     """Lower every path of a merge (all of them, so that each path's errors are reported)."""

@@ -286,12 +286,12 @@ class _Name(str):
     """A bare name in a setting (a network, a plug-in, a shared module)."""
 
 
-
 def held_out_source(settings: dict) -> tuple:
     """What decides which samples a section's `validation` share holds out, besides the share:
     its first data source and its seed (sections that agree on both hold out the same samples)."""
     data = settings.get("data")
     return (data[0] if isinstance(data, list) else data), settings.get("seed", 0)
+
 
 @dataclass
 class SectionScope:
